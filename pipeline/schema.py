@@ -31,9 +31,13 @@ import json
 import os
 import tempfile
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import tensorflow as tf
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+# TensorFlow is imported inside the functions that need it, so the constants here can be
+# read by TF-free code (tools.make_synthetic, prepare_celeba's worker processes) quickly.
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "dataset.json"
@@ -94,14 +98,20 @@ def shard_name(split: str, index: int, num_shards: int, compression: str | None 
 
 
 def _bytes(values: Sequence[bytes]) -> tf.train.Feature:
+    import tensorflow as tf
+
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=list(values)))
 
 
 def _ints(values: Sequence[int]) -> tf.train.Feature:
+    import tensorflow as tf
+
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
 
 
 def _floats(values: Sequence[float]) -> tf.train.Feature:
+    import tensorflow as tf
+
     return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
 
 
@@ -141,12 +151,16 @@ def encode_example(
         feature[KEY_LANDMARKS] = _floats(landmarks)
     if identity is not None:
         feature[KEY_IDENTITY] = _ints([identity])
+    import tensorflow as tf
+
     example = tf.train.Example(features=tf.train.Features(feature=feature))
     return example.SerializeToString()
 
 
 def feature_spec(num_attributes: int = 0) -> dict[str, tf.io.FixedLenFeature]:
     """The parsing spec; absent labels parse as MISSING so every field has a fixed shape."""
+    import tensorflow as tf
+
     spec = {
         KEY_ENCODED: tf.io.FixedLenFeature([], tf.string),
         KEY_FORMAT: tf.io.FixedLenFeature([], tf.string, default_value=DEFAULT_FORMAT),
@@ -179,11 +193,15 @@ def parse_example(serialized: tf.Tensor, num_attributes: int = 0) -> dict[str, t
     (10,), identity and, when `num_attributes` > 0, attributes (A,). Pure tf ops,
     so it works eagerly and inside `tf.data.Dataset.map`.
     """
+    import tensorflow as tf
+
     return _short_names(tf.io.parse_single_example(serialized, feature_spec(num_attributes)))
 
 
 def parse_examples(serialized: tf.Tensor, num_attributes: int = 0) -> dict[str, tf.Tensor]:
     """Batched `parse_example`: a (B,) string tensor in, (B, ...) tensors out."""
+    import tensorflow as tf
+
     return _short_names(tf.io.parse_example(serialized, feature_spec(num_attributes)))
 
 
