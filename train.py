@@ -195,7 +195,7 @@ def main(argv: list[str]) -> None:
                 time.perf_counter() - epoch_start, 1e-9))])  # fmt: skip
             if step % settings["log_every_steps"] < n:
                 write_scalars(writers["train"], step, {
-                    **logs, "learning_rate": float(model.optimizer.learning_rate),
+                    **logs, "learning_rate": learning_rate(model),
                     "images_per_sec": rate,
                     "input_wait_fraction": waited / (time.perf_counter() - epoch_start),
                 })  # fmt: skip
@@ -221,9 +221,7 @@ def main(argv: list[str]) -> None:
               f"input wait {waited / seconds:.0%}", flush=True)  # fmt: skip
 
     save_final(model, workdir)
-    samples = sorted(os.listdir(os.path.join(workdir, wd.SAMPLES_DIR)))
-    print(f"done: {step_of(model)} steps; samples in "
-          f"{os.path.join(workdir, wd.SAMPLES_DIR, samples[-1]) if samples else '(none)'}; "
+    print(f"done: {step_of(model)} steps; samples in {os.path.join(workdir, wd.SAMPLES_DIR)}, "
           f"model in {os.path.join(workdir, wd.MODEL_FILE)}")  # fmt: skip
 
 
@@ -384,6 +382,10 @@ def make_step_fn(strategy: tf.distribute.Strategy, step, jit_compile: bool):
 
 def step_of(model: VAE) -> int:
     return int(model.optimizer.iterations.numpy())
+
+
+def learning_rate(model: VAE) -> float:
+    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
 
 
 def reset_metrics(model: VAE) -> None:

@@ -58,6 +58,7 @@ def test_two_steps_create_every_artifact(run_two_steps):
     assert os.path.isfile(os.path.join(workdir, "samples", "epoch_0001.png"))
     assert os.path.isfile(os.path.join(workdir, "model.keras"))
     assert "epoch 1/1" in done.stdout and "samples in" in done.stdout
+    assert "I0000" not in done.stderr and "INFO" not in done.stderr  # TF log noise quieted
     assert not [n for n in os.listdir(workdir) if n.startswith(".tmp")]
 
 

@@ -16,7 +16,8 @@ def quiet_tensorflow() -> None:
     Call it before anything imports TensorFlow. A user's own TF_CPP_MIN_LOG_LEVEL
     wins and leaves stderr untouched. TensorFlow >= 2.18 prints its start-up lines
     before absl logging reads that variable, so they are sent to /dev/null for the
-    import and device discovery only; Python errors still surface afterwards.
+    import and device discovery only; Python errors still surface afterwards. The
+    variable is set for the import only, so child processes decide for themselves.
     """
     if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
         return
@@ -29,10 +30,12 @@ def quiet_tensorflow() -> None:
         import tensorflow as tf
 
         tf.config.list_physical_devices()  # device discovery prints the CUDA probe lines
+        tf.get_logger().setLevel("WARNING")  # and its Python side: saver/export INFO chatter
     finally:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+        del os.environ["TF_CPP_MIN_LOG_LEVEL"]
 
 
 def _duration(seconds: float) -> str:
