@@ -130,8 +130,6 @@ def main(argv: list[str]) -> None:
     with strategy.scope():
         model = VAE(**model_config)
         model.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"]))
-        model(tf.zeros((1, *network.image_shape)))  # create the weights
-        model.optimizer.build(model.trainable_variables)
     train_fn = make_step_fn(strategy, model.train_step, settings["jit_compile"])
     print(f"{model.name}: {model.count_params():,} parameters, {replicas} replica(s), "
           f"{num_train:,} train images, {steps_per_epoch} steps/epoch of {batch_size}")  # fmt: skip

@@ -1,11 +1,11 @@
 """A run's workdir: its config, checkpoints and final model, shared by train.py and sample.py.
 
-    workdir/config.json    {"flags": {...every train.py flag...}, "model": {...VAE kwargs...}}
-    workdir/ckpt/          tf.train.CheckpointManager: model, optimizer, epoch
-    workdir/logs/          TensorBoard: train/ and validation/
-    workdir/samples/       epoch_XXXX.png grids from fixed latent vectors
-    workdir/model.keras    the final model (keras.models.load_model)
-    workdir/export/        SavedModel of the decoder for serving: z -> uint8 images
+workdir/config.json    {"flags": {...every train.py flag...}, "model": {...VAE kwargs...}}
+workdir/ckpt/          tf.train.CheckpointManager: model, optimizer, epoch
+workdir/logs/          TensorBoard: train/ and validation/
+workdir/samples/       epoch_XXXX.png grids from fixed latent vectors
+workdir/model.keras    the final model (keras.models.load_model)
+workdir/export/        SavedModel of the decoder for serving: z -> uint8 images
 """
 
 from __future__ import annotations
@@ -66,10 +66,8 @@ def model_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[s
 
 
 def build_model(config: dict[str, Any]) -> VAE:
-    """A fresh (untrained, built) VAE from a workdir config."""
-    model = VAE(**config["model"])
-    model(tf.zeros((1, *model.network.image_shape)))  # create the weights
-    return model
+    """A fresh (untrained) VAE from a workdir config; its weights exist from the start."""
+    return VAE(**config["model"])
 
 
 def restore(workdir: str) -> tuple[VAE, dict[str, Any]]:

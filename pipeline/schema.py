@@ -154,7 +154,9 @@ def encode_example(
     import tensorflow as tf
 
     example = tf.train.Example(features=tf.train.Features(feature=feature))
-    return example.SerializeToString()
+    # Features are a protobuf map: only deterministic serialization gives the same bytes
+    # in every process, which byte-identical shards need.
+    return example.SerializeToString(deterministic=True)
 
 
 def feature_spec(num_attributes: int = 0) -> dict[str, tf.io.FixedLenFeature]:
@@ -217,6 +219,9 @@ def write_json_atomic(path: str, content: Any) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a shared dataset must be readable
         with os.fdopen(fd, "w") as f:
             json.dump(content, f, indent=2, sort_keys=False)
             f.write("\n")

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
 from typing import TextIO
 
 _QUIET_LEVEL = "2"  # hide INFO and WARNING from TensorFlow's C++ side
+
+
+def _drop_library_info(record: logging.LogRecord) -> bool:
+    """Lets through warnings, and info logged by this project rather than TF or Keras."""
+    return record.levelno >= logging.WARNING or not any(
+        f"{os.sep}{lib}{os.sep}" in record.pathname for lib in ("tensorflow", "keras")
+    )
 
 
 def quiet_tensorflow() -> None:
@@ -30,7 +38,8 @@ def quiet_tensorflow() -> None:
         import tensorflow as tf
 
         tf.config.list_physical_devices()  # device discovery prints the CUDA probe lines
-        tf.get_logger().setLevel("WARNING")  # and its Python side: saver/export INFO chatter
+        tf.get_logger().setLevel("WARNING")  # and its Python side: export INFO chatter
+        logging.getLogger("absl").addFilter(_drop_library_info)  # checkpoint INFO chatter
     finally:
         os.dup2(saved, 2)
         os.close(saved)

@@ -1,0 +1,167 @@
+"""Encoder and decoder networks of the VAE, built from a small frozen config.
+
+The encoder is a stack of stride-2 convolutions (each halves the image), an optional
+Dense layer, and two Dense heads `z_mean` and `z_log_var`. The decoder mirrors it: a
+Dense to the encoder's last feature map, e.g. (6, 6, 256) for 96x96 inputs with four
+convolutions, then stride-2 transposed convolutions, the last one linear: it returns
+LOGITS, whose sigmoid is the image (so BCE can be computed stably from logits).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import keras
+
+NORMS = ("batch", "none")
+ACTIVATIONS = ("leaky_relu", "relu", "elu", "gelu", "silu", "tanh")
+
+
+def _positive_ints(name: str, values: tuple[int, ...]) -> None:
+    if not values or any(not isinstance(v, int) or v <= 0 for v in values):
+        raise ValueError(f"NetworkConfig.{name}={values!r}: give positive integers.")
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig:
+    """Shapes and layer choices of the encoder and decoder.
+
+    Attributes:
+      image_shape: (height, width, channels) of the images; height and width must be
+        divisible by 2**len(filters).
+      filters: encoder convolution widths (each conv has stride 2); the decoder mirrors them.
+      kernel_size: convolution kernel size.
+      z_dim: latent dimensions.
+      norm: "batch" (BatchNormalization after each conv) or "none".
+      activation: name of a keras activation, one of ACTIVATIONS.
+      dense_units: width of an extra Dense layer before the latent heads, 0 for none
+        (a narrow one shrinks the heads' weights on large images).
+    """
+
+    image_shape: tuple[int, int, int] = (96, 96, 3)
+    filters: tuple[int, ...] = (32, 64, 128, 256)
+    kernel_size: int = 3
+    z_dim: int = 256
+    norm: str = "batch"
+    activation: str = "leaky_relu"
+    dense_units: int = 0
+
+    def __post_init__(self) -> None:
+        # JSON gives lists: store tuples so the config stays hashable and comparable.
+        object.__setattr__(self, "image_shape", tuple(self.image_shape))
+        object.__setattr__(self, "filters", tuple(self.filters))
+        if len(self.image_shape) != 3:
+            raise ValueError(
+                f"NetworkConfig.image_shape={self.image_shape!r}: give (height, width, channels)."
+            )
+        _positive_ints("image_shape", self.image_shape)
+        _positive_ints("filters", self.filters)
+        _positive_ints("kernel_size", (self.kernel_size,))
+        _positive_ints("z_dim", (self.z_dim,))
+        if not isinstance(self.dense_units, int) or self.dense_units < 0:
+            raise ValueError(
+                f"NetworkConfig.dense_units={self.dense_units!r}: give 0 (no extra Dense) "
+                "or a positive integer."
+            )
+        if self.norm not in NORMS:
+            raise ValueError(f"NetworkConfig.norm={self.norm!r}: use one of {NORMS}.")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"NetworkConfig.activation={self.activation!r}: use one of {ACTIVATIONS}."
+            )
+        factor = 2 ** len(self.filters)
+        height, width, _ = self.image_shape
+        if height % factor or width % factor:
+            raise ValueError(
+                f"NetworkConfig.image_shape={self.image_shape!r}: height and width must be "
+                f"divisible by 2**len(filters)={factor} (filters={self.filters!r}); resize "
+                "the images or use fewer filters."
+            )
+
+    @property
+    def bottleneck_shape(self) -> tuple[int, int, int]:
+        """Shape of the encoder's last feature map, e.g. (6, 6, 256)."""
+        factor = 2 ** len(self.filters)
+        return (self.image_shape[0] // factor, self.image_shape[1] // factor, self.filters[-1])
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (tuples become lists)."""
+        return {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in dataclasses.asdict(self).items()
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NetworkConfig:
+        """The inverse of to_dict; unknown keys are an error."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(
+                f"NetworkConfig: unknown keys {unknown}; known keys are {sorted(known)}."
+            )
+        return cls(**d)
+
+
+def _norm_act(x: keras.KerasTensor, config: NetworkConfig, name: str) -> keras.KerasTensor:
+    if config.norm == "batch":
+        x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.Activation(config.activation, name=f"{name}_act")(x)
+
+
+def build_encoder(config: NetworkConfig) -> keras.Model:
+    """Image in [0, 1] (B, H, W, C) -> [z_mean, z_log_var], each (B, z_dim) float32."""
+    use_bias = config.norm == "none"  # BatchNorm's beta makes a conv bias redundant
+    images = keras.Input(config.image_shape, name="images")
+    x = images
+    for i, filters in enumerate(config.filters):
+        x = keras.layers.Conv2D(
+            filters,
+            config.kernel_size,
+            strides=2,
+            padding="same",
+            use_bias=use_bias,
+            name=f"conv{i}",
+        )(x)  # (B, H / 2^(i+1), W / 2^(i+1), filters)
+        x = _norm_act(x, config, f"conv{i}")
+    x = keras.layers.Flatten(name="flatten")(x)  # (B, 6 * 6 * 256) for the default
+    if config.dense_units:
+        x = keras.layers.Dense(config.dense_units, use_bias=use_bias, name="dense")(x)
+        x = _norm_act(x, config, "dense")
+    # float32 heads: the latent statistics feed exp() and the KL, even under mixed precision.
+    z_mean = keras.layers.Dense(config.z_dim, dtype="float32", name="z_mean")(x)
+    z_log_var = keras.layers.Dense(config.z_dim, dtype="float32", name="z_log_var")(x)
+    return keras.Model(images, [z_mean, z_log_var], name="encoder")
+
+
+def build_decoder(config: NetworkConfig) -> keras.Model:
+    """Latent z (B, z_dim) -> logits (B, H, W, C) float32; the images are their sigmoid."""
+    use_bias = config.norm == "none"
+    bottleneck = config.bottleneck_shape
+    z = keras.Input((config.z_dim,), name="z")
+    x = keras.layers.Dense(
+        bottleneck[0] * bottleneck[1] * bottleneck[2], use_bias=use_bias, name="dense"
+    )(z)
+    x = _norm_act(x, config, "dense")
+    x = keras.layers.Reshape(bottleneck, name="reshape")(x)  # (B, 6, 6, 256) for the default
+    for i, filters in enumerate(reversed(config.filters[:-1])):
+        x = keras.layers.Conv2DTranspose(
+            filters,
+            config.kernel_size,
+            strides=2,
+            padding="same",
+            use_bias=use_bias,
+            name=f"deconv{i}",
+        )(x)  # doubles height and width
+        x = _norm_act(x, config, f"deconv{i}")
+    # The last upsampling maps to the image channels, linear; float32 logits for the loss.
+    logits = keras.layers.Conv2DTranspose(
+        config.image_shape[2],
+        config.kernel_size,
+        strides=2,
+        padding="same",
+        dtype="float32",
+        name="logits",
+    )(x)  # (B, H, W, C)
+    return keras.Model(z, logits, name="decoder")

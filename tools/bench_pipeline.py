@@ -1,0 +1,154 @@
+"""Input pipeline throughput: one JSON line per mode (image format x cache).
+
+    python -m tools.bench_pipeline --data_dir data/celeba96 [--data_dir data/celeba96_png]
+        [--batch_size 128] [--epochs 3] [--modes jpeg-none,jpeg-memory]
+
+Each mode runs in a fresh subprocess, so its peak RSS is its own: one warm-up
+epoch (which also fills a cache), then --epochs timed epochs of training-mode
+batches (shuffled, flipped, float32). Give one --data_dir per image format to
+compare formats.
+"""
+
+from tools.cli import quiet_tensorflow
+
+quiet_tensorflow()  # before TensorFlow is imported: hides its C++ start-up log lines
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+from absl import app, flags
+
+from pipeline import dataset, schema
+from tools.cli import Progress
+
+CACHES = ("none", "memory", "disk")
+DEFAULT_CACHES = ("none", "memory")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string("data_dir", None, "Prepared dataset; repeat the flag, one per format.")
+flags.DEFINE_string("split", "train", "Split to read.")
+flags.DEFINE_integer("batch_size", 128, "Batch size.")
+flags.DEFINE_integer("epochs", 3, "Timed epochs after the warm-up epoch.")
+flags.DEFINE_list(
+    "modes", [], "FORMAT-CACHE pairs, e.g. jpeg-none,jpeg-disk; default: FORMAT-none,FORMAT-memory."
+)
+flags.DEFINE_integer("shuffle_buffer", 10_000, "Shuffle buffer, as in training.")
+flags.DEFINE_bool("in_process", False, "Run the single given mode in this process.")
+
+
+def _format(data_dir: str) -> str:
+    return schema.read_manifest(data_dir)["image"]["format"]
+
+
+def plan(data_dirs: list[str], modes: list[str]) -> list[tuple[str, str, str]]:
+    """(mode, data_dir, cache) for each mode; by default every data_dir with none and memory."""
+    by_format = {_format(d): d for d in data_dirs}
+    if not modes:
+        return [(f"{fmt}-{c}", d, c) for fmt, d in by_format.items() for c in DEFAULT_CACHES]
+    runs = []
+    for mode in modes:
+        fmt, _, cache = mode.partition("-")
+        if fmt not in by_format or cache not in CACHES:
+            raise app.UsageError(
+                f"--modes {mode!r}: use FORMAT-CACHE with FORMAT one of {sorted(by_format)} "
+                f"(the formats of --data_dir) and CACHE one of {CACHES}"
+            )
+        runs.append((mode, by_format[fmt], cache))
+    return runs
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(
+    data_dir: str, split: str, cache: str, batch_size: int, epochs: int, shuffle_buffer: int
+) -> dict[str, Any]:
+    """Images/s over `epochs` training epochs after a warm-up epoch, and peak RSS."""
+    with tempfile.TemporaryDirectory(prefix="bench-cache-") as folder:
+        mode = f"disk:{folder}" if cache == "disk" else cache
+        ds = dataset.load(
+            data_dir,
+            split,
+            batch_size,
+            training=True,
+            cache=mode,
+            shuffle_buffer=shuffle_buffer,
+            repeat=False,
+            flip=True,
+        )
+        total = dataset.num_examples(data_dir, split)
+        start = time.perf_counter()
+        for _ in ds:  # warm-up: graph tracing, autotuning, filling the cache
+            pass
+        warmup = time.perf_counter() - start
+        progress = Progress(epochs * total, f"{_format(data_dir)}-{cache}")
+        seconds = []
+        cpu_start = _cpu_seconds()
+        for _ in range(epochs):
+            start = time.perf_counter()
+            for batch in ds:
+                progress.update(int(batch.shape[0]))
+            seconds.append(time.perf_counter() - start)
+        progress.close()
+        cpu = _cpu_seconds() - cpu_start
+    images = progress.count
+    return {
+        "benchmark": "pipeline",
+        "mode": f"{_format(data_dir)}-{cache}",
+        "data_dir": data_dir,
+        "split": split,
+        "num_examples": total,
+        "batch_size": batch_size,
+        "epochs": epochs,
+        "images_per_s": round(images / sum(seconds)),
+        "epoch_s": [round(s, 3) for s in seconds],
+        # CPU time per image is what the pipeline costs however busy the machine is.
+        "cpu_us_per_image": round(cpu / images * 1e6, 1),
+        "warmup_s": round(warmup, 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS.data_dir:
+        raise app.UsageError("--data_dir is required: a folder made by tools.prepare_celeba")
+    try:
+        runs = plan(FLAGS.data_dir, FLAGS.modes)
+    except schema.DatasetError as e:
+        sys.exit(f"--data_dir: {e}")
+    if FLAGS.in_process:
+        if len(runs) != 1:
+            raise app.UsageError("--in_process runs exactly one mode: give one --modes value")
+        _, data_dir, cache = runs[0]
+        result = measure(
+            data_dir, FLAGS.split, cache, FLAGS.batch_size, FLAGS.epochs, FLAGS.shuffle_buffer
+        )
+        print(json.dumps(result), flush=True)
+        return
+    for mode, data_dir, _ in runs:
+        # A fresh process per mode, so peak RSS of one mode never shows up in another.
+        command = [sys.executable, "-m", "tools.bench_pipeline", "--in_process"]
+        command += [f"--data_dir={data_dir}", f"--modes={mode}", f"--split={FLAGS.split}"]
+        command += [f"--batch_size={FLAGS.batch_size}", f"--epochs={FLAGS.epochs}"]
+        command += [f"--shuffle_buffer={FLAGS.shuffle_buffer}"]
+        code = subprocess.run(command).returncode
+        if code:
+            sys.exit(f"mode {mode} failed (exit code {code})")
+    print(f"benchmarked {len(runs)} mode(s): {', '.join(m for m, _, _ in runs)}", file=sys.stderr)
+
+
+def run() -> None:
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,974 @@
+"""CelebA (official or Kaggle layout, folder or .zip) or any image folder -> TFRecord shards.
+
+    python -m tools.prepare_celeba --src ~/celeba --out data/celeba96
+
+Every image is cropped (default: the original recipe's box (0, 40, 178, 218)), resized to
+--size x --size and encoded; its labels go along: attributes as 0/1, landmarks moved into
+output pixel coordinates by the same crop and scale, identities as ints. Decoding and resizing
+run in worker processes that use PIL only; the main process writes the shards in source order,
+so the output is byte-identical whatever --workers is. The record and the manifest are those
+of pipeline/schema.py.
+"""
+
+from tools.cli import quiet_tensorflow
+
+quiet_tensorflow()  # before TensorFlow is imported: hides its C++ start-up log lines
+
+import contextlib
+import csv
+import dataclasses
+import hashlib
+import io
+import math
+import multiprocessing
+import os
+import posixpath
+import shutil
+import signal
+import sys
+import time
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import tensorflow as tf
+from absl import app, flags
+from PIL import Image, ImageOps
+
+from pipeline import schema
+from tools.cli import Progress
+
+Crop = tuple[int, int, int, int] | str  # a (left, top, right, bottom) box, "center" or "none"
+Box = tuple[int, int, int, int]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+IMAGE_DIR = "img_align_celeba"
+LABEL_STEMS = {
+    "partition": "list_eval_partition",
+    "attributes": "list_attr_celeba",
+    "landmarks": "list_landmarks_align_celeba",
+    "identity": "identity_CelebA",
+}
+PARTITION_SPLITS = {0: "train", 1: "validation", 2: "test"}
+RESAMPLE_FILTERS = {f.name.lower(): f for f in Image.Resampling}
+DEFAULT_SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+TARGET_SHARD_BYTES = 20 * 2**20
+# Rough encoded bytes per raw byte, only to size shards when --examples_per_shard is 0.
+_COMPRESSION_RATIO = {"jpeg": 1 / 6, "png": 0.6, "raw": 1.0}
+# fork hands the recipe to the workers for free and starts them in milliseconds; the workers
+# never call TensorFlow, and the CLI starts its pool before any TF op has created TF's thread
+# pools. spawn elsewhere (slower start-up: each worker imports this module).
+_START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
+
+
+class PrepareError(ValueError):
+    """The source or --out cannot be used: no images, labels that disagree, a foreign --out."""
+
+
+# --------------------------------------------------------------------------- image recipe
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """What happens to every image: crop, resize to size x size, encode."""
+
+    size: int = schema.IMAGE_SIZE
+    crop: Crop = schema.CELEBA_CROP
+    resample: str = schema.DEFAULT_RESAMPLE
+    fmt: str = schema.DEFAULT_FORMAT
+    quality: int = schema.DEFAULT_QUALITY
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ValueError(f"size must be positive, got {self.size}")
+        if self.resample not in RESAMPLE_FILTERS:
+            raise ValueError(f"resample {self.resample!r} is not one of {list(RESAMPLE_FILTERS)}")
+        if self.fmt not in schema.FORMATS:
+            raise ValueError(f"format {self.fmt!r} is not one of {schema.FORMATS}")
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f"quality must be in 1..100, got {self.quality}")
+        if isinstance(self.crop, str):
+            if self.crop not in ("center", "none"):
+                raise ValueError(f"crop {self.crop!r} is not a box, 'center' or 'none'")
+        else:
+            left, top, right, bottom = self.crop
+            if not 0 <= left < right or not 0 <= top < bottom:
+                raise ValueError(
+                    f"crop box {tuple(self.crop)} needs 0 <= left < right, top < bottom"
+                )
+
+
+def parse_crop(text: str) -> Crop:
+    """`--crop` text: "left,top,right,bottom", "center" or "none"."""
+    text = text.strip().lower()
+    if text in ("center", "none"):
+        return text
+    parts = text.split(",")
+    try:
+        box = tuple(int(p) for p in parts)
+    except ValueError:
+        box = ()
+    if len(box) != 4:
+        raise ValueError(
+            f"--crop={text!r}: give left,top,right,bottom (e.g. 0,40,178,218), center or none"
+        )
+    return box  # type: ignore[return-value]
+
+
+def crop_box(crop: Crop, width: int, height: int) -> Box:
+    """The box cut out of a width x height image."""
+    if crop == "none":
+        return (0, 0, width, height)
+    if crop == "center":
+        side = min(width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        return (left, top, left + side, top + side)
+    return tuple(crop)  # type: ignore[return-value]
+
+
+def move_landmarks(points: Sequence[float], box: Box, size: int) -> list[float]:
+    """(x, y, x, y, ...) in source pixels -> the same points in the size x size output."""
+    left, top, right, bottom = box
+    scale_x, scale_y = size / (right - left), size / (bottom - top)
+    return [
+        (v - left) * scale_x if i % 2 == 0 else (v - top) * scale_y for i, v in enumerate(points)
+    ]
+
+
+class _SkipError(Exception):
+    """An input that cannot enter the dataset; the message is the reason in the manifest."""
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.getexif().get(0x0112, 1) != 1:  # EXIF orientation: photos from phones
+        image = ImageOps.exif_transpose(image)
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        # Transparent pixels hold arbitrary colours; show them as a white background instead.
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def transform(data: bytes, recipe: Recipe) -> tuple[bytes, Box]:
+    """Decodes, converts to RGB, crops, resizes and encodes one image; raises _SkipError."""
+    if not data:
+        raise _SkipError("empty file (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as decoded:
+            decoded.load()  # raises on truncated data instead of filling it with grey
+            image = _to_rgb(decoded)
+    except Exception as e:  # PIL raises many types for bad data; every one means "skip it"
+        raise _SkipError(f"not a readable image ({type(e).__name__}: {e})") from e
+    width, height = image.size
+    box = crop_box(recipe.crop, width, height)
+    if box[2] > width or box[3] > height:
+        raise _SkipError(
+            f"image is {width}x{height}, smaller than the crop box {box}; "
+            "use --crop center or --crop none for images of other sizes"
+        )
+    size = recipe.size
+    image = image.crop(box).resize((size, size), RESAMPLE_FILTERS[recipe.resample])
+    if recipe.fmt == "raw":
+        return image.tobytes(), box  # uint8 (size, size, 3), row-major
+    buffer = io.BytesIO()
+    if recipe.fmt == "jpeg":
+        image.save(buffer, "JPEG", quality=recipe.quality)
+    else:
+        image.save(buffer, "PNG")
+    return buffer.getvalue(), box
+
+
+# --------------------------------------------------------------------------- reading the source
+
+
+@dataclasses.dataclass(frozen=True)
+class _File:
+    path: str  # posix path in the source, as if every archive were extracted
+    container: str | None  # the .zip holding it; None for a plain file
+    member: str  # name inside the container, or path relative to the source folder
+
+
+class _Reader:
+    """Reads files of a source; keeps one open ZipFile per archive in this process."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self._archives: dict[str, zipfile.ZipFile] = {}
+
+    def read(self, container: str | None, member: str) -> bytes:
+        if container is None:
+            with open(os.path.join(self.root, member), "rb") as f:
+                return f.read()
+        if container not in self._archives:
+            self._archives[container] = zipfile.ZipFile(container)
+        return self._archives[container].read(member)
+
+    def close(self) -> None:
+        for archive in self._archives.values():
+            archive.close()
+        self._archives.clear()
+
+
+# (payload, crop box, None) for an image in the dataset, (None, None, reason) for a skipped one.
+_Result = tuple[bytes | None, Box | None, str | None]
+
+
+class _Worker:
+    """Turns a (container, member) task into a result; PIL only, so it never touches TF."""
+
+    def __init__(self, root: str, recipe: Recipe) -> None:
+        self.reader = _Reader(root)
+        self.recipe = recipe
+
+    def __call__(self, task: tuple[str | None, str]) -> _Result:
+        try:
+            data = self.reader.read(*task)
+        except (OSError, KeyError, zipfile.BadZipFile) as e:
+            return None, None, f"cannot read the file ({type(e).__name__}: {e})"
+        try:
+            payload, box = transform(data, self.recipe)
+        except _SkipError as e:
+            return None, None, str(e)
+        return payload, box, None
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+_WORKER: _Worker | None = None  # one per pool process, set by _init_worker
+
+
+def _init_worker(root: str, recipe: Recipe) -> None:
+    global _WORKER
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    _WORKER = _Worker(root, recipe)
+
+
+def _run_worker(task: tuple[str | None, str]) -> _Result:
+    assert _WORKER is not None
+    return _WORKER(task)
+
+
+def _hidden(path: str) -> bool:
+    return any(part.startswith(".") or part == "__MACOSX" for part in path.split("/"))
+
+
+def _zip_files(archive: str, prefix: str = "") -> list[_File]:
+    try:
+        with zipfile.ZipFile(archive) as z:
+            names = [i.filename for i in z.infolist() if not i.is_dir()]
+    except (OSError, zipfile.BadZipFile) as e:
+        raise PrepareError(f"cannot open the archive {archive}: {e}") from e
+    return [_File(prefix + n, archive, n) for n in sorted(names) if not _hidden(n)]
+
+
+def _folder_files(root: str) -> list[_File]:
+    files = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not _hidden(d))
+        rel = os.path.relpath(folder, root).replace(os.sep, "/")
+        for name in sorted(names):
+            path = name if rel == "." else f"{rel}/{name}"
+            if not _hidden(path):
+                files.append(_File(path, None, path))
+    return files
+
+
+def _is_image(path: str) -> bool:
+    return path.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _celeba_image_dir(images: list[_File]) -> tuple[str, str] | None:
+    """(layout, image folder) when the images sit in CelebA's folder, else None."""
+    dirs = {posixpath.dirname(f.path) for f in images}
+    kaggle = sorted(d for d in dirs if d.split("/")[-2:] == [IMAGE_DIR, IMAGE_DIR])
+    official = sorted(d for d in dirs if d.split("/")[-1] == IMAGE_DIR and d not in kaggle)
+    for layout, found in (("kaggle", kaggle), ("official", official)):
+        if len(found) > 1:
+            raise PrepareError(f"several CelebA image folders in the source: {found}; keep one")
+        if found:
+            return layout, found[0]
+    return None
+
+
+def _list_files(src: str) -> tuple[list[_File], bool]:
+    """Every file of a folder or .zip source and whether any comes from an archive.
+
+    A folder holding CelebA's img_align_celeba.zip unextracted (as downloaded beside the
+    label files) is read as if it were extracted in place.
+    """
+    if os.path.isdir(src):
+        files = _folder_files(src)
+        if _celeba_image_dir([f for f in files if _is_image(f.path)]) is None:
+            for f in [f for f in files if posixpath.basename(f.path) == IMAGE_DIR + ".zip"]:
+                prefix = posixpath.dirname(f.path)
+                nested = _zip_files(os.path.join(src, f.member), prefix + "/" if prefix else "")
+                files += nested
+        return files, any(f.container for f in files)
+    if os.path.isfile(src) and zipfile.is_zipfile(src):
+        return _zip_files(src), True
+    if not os.path.exists(src):
+        raise PrepareError(f"--src {src} does not exist")
+    raise PrepareError(f"--src {src} is neither a folder nor a .zip archive")
+
+
+# --------------------------------------------------------------------------- label files
+
+
+@dataclasses.dataclass
+class _Table:
+    where: str  # the file, for error messages
+    names: list[str] | None  # the header's column names (without the file-name column)
+    rows: dict[str, tuple[int, list[str]]]  # file name -> (line number, values)
+
+
+def _parse_table(where: str, text: str, is_csv: bool) -> _Table:
+    """A CelebA label file: optional count line, optional header line, rows `name v1 v2 ...`."""
+    if is_csv:
+        lines = [(no, row) for no, row in enumerate(csv.reader(text.splitlines()), 1) if row]
+        if not lines:
+            raise PrepareError(f"{where}: the file is empty; remove it or replace it")
+        names, body, count_line = [n.strip() for n in lines[0][1][1:]], lines[1:], None
+    else:
+        lines = [(no, line.split()) for no, line in enumerate(text.splitlines(), 1)]
+        lines = [(no, tokens) for no, tokens in lines if tokens]
+        count_line = None
+        if lines and len(lines[0][1]) == 1 and lines[0][1][0].isdigit():
+            count_line, lines = lines[0], lines[1:]
+        names = None
+        if lines and not _is_image(lines[0][1][0]):  # rows start with a file name, headers not
+            names, lines = lines[0][1], lines[1:]
+        body = lines
+    rows: dict[str, tuple[int, list[str]]] = {}
+    for no, tokens in body:
+        name = tokens[0].strip()
+        if name in rows:
+            raise PrepareError(
+                f"{where}:{no}: {name} appears again (first on line {rows[name][0]})"
+            )
+        rows[name] = (no, [t.strip() for t in tokens[1:]])
+    if count_line is not None and int(count_line[1][0]) != len(rows):
+        raise PrepareError(
+            f"{where}:{count_line[0]}: the count line says {count_line[1][0]} rows but the file "
+            f"has {len(rows)}; the file is incomplete or edited - download it again"
+        )
+    return _Table(where, names, rows)
+
+
+def _read_table(
+    reader: _Reader, files: list[_File], src: str, stem: str, layout: str
+) -> _Table | None:
+    """The label file `stem`.txt/.csv anywhere in the source (the shallowest), or None."""
+    extensions = (".csv", ".txt") if layout == "kaggle" else (".txt", ".csv")
+    found = [
+        (extensions.index(ext), f.path.count("/"), f.path, f)
+        for f in files
+        for ext in extensions
+        if posixpath.basename(f.path) == stem + ext
+    ]
+    if not found:
+        return None
+    f = min(found, key=lambda t: t[:3])[3]
+    where = os.path.join(src, f.path)
+    text = reader.read(f.container, f.member).decode("utf-8-sig", errors="replace")
+    return _parse_table(where, text, f.path.endswith(".csv"))
+
+
+def _values(table: _Table, name: str, count: int, kind: type, allowed: set | None = None) -> list:
+    """The row of `name` converted to `count` values of `kind`, or PrepareError naming the line."""
+    no, tokens = table.rows[name]
+    problem = None
+    if len(tokens) != count:
+        problem = f"expected {count} values after the file name, got {len(tokens)}"
+    else:
+        try:
+            values = [kind(t) for t in tokens]
+        except ValueError:
+            problem = f"values must be {kind.__name__}s, got {' '.join(tokens)!r}"
+        else:
+            if allowed is not None and not set(values) <= allowed:
+                problem = f"values must be in {sorted(allowed)}, got {' '.join(tokens)!r}"
+            elif kind is float and not all(math.isfinite(v) for v in values):
+                problem = f"values must be finite, got {' '.join(tokens)!r}"
+    if problem:
+        raise PrepareError(f"{table.where}:{no}: malformed row for {name}: {problem}")
+    return values
+
+
+# --------------------------------------------------------------------------- the listing
+
+
+@dataclasses.dataclass
+class Item:
+    """One image of the listing with its labels."""
+
+    index: int  # position in the source listing
+    source_id: str
+    container: str | None
+    member: str
+    split: str
+    attributes: list[int] | None = None
+    landmarks: list[float] | None = None
+    identity: int | None = None
+
+
+@dataclasses.dataclass
+class Source:
+    """A scanned source: what prepare() processes and what the manifest says about it."""
+
+    path: str
+    layout: str  # official, kaggle or folder
+    archive: bool
+    items: list[Item]
+    skipped: list[dict[str, str]]
+    attribute_names: list[str]
+    has_landmarks: bool
+    has_identity: bool
+    split_fractions: list[float] | None  # None: the official partition
+
+
+def _split_by_fractions(ids: list[str], fractions: Sequence[float], seed: int) -> list[str]:
+    """A seeded split with exact counts; ranking by a hash of (seed, id) keeps it stable."""
+    n = len(ids)
+    n_train = round(fractions[0] * n)
+    n_validation = min(round(fractions[1] * n), n - n_train)
+    order = sorted(range(n), key=lambda i: hashlib.sha256(f"{seed}/{ids[i]}".encode()).digest())
+    splits = [""] * n
+    for rank, i in enumerate(order):
+        splits[i] = (
+            "train" if rank < n_train else "validation" if rank < n_train + n_validation else "test"
+        )
+    return splits
+
+
+def _check_fractions(fractions: Sequence[float]) -> list[float]:
+    fractions = [float(f) for f in fractions]
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(
+            f"split_fractions {fractions} must be three non-negative numbers "
+            "(train, validation, test) that sum to 1"
+        )
+    return fractions
+
+
+def scan_source(
+    src: str,
+    *,
+    split_fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS,
+    seed: int = 0,
+    limit: int | None = None,
+) -> Source:
+    """Lists the images of `src`, reads and checks its label files, assigns the splits."""
+    src = os.path.abspath(os.path.expanduser(src))
+    fractions = _check_fractions(split_fractions)
+    files, archive = _list_files(src)
+    images = [f for f in files if _is_image(f.path)]
+    if not images:
+        archives = [f.path for f in files if f.path.lower().endswith(".zip")]
+        hint = (
+            f"; it holds {archives[:3]}: pass the one with the images as --src" if archives else ""
+        )
+        raise PrepareError(
+            f"no images in {src}: expected {IMAGE_DIR}/ (official CelebA), "
+            f"{IMAGE_DIR}/{IMAGE_DIR}/ (Kaggle) or any folder of "
+            f"{'/'.join(IMAGE_EXTENSIONS)} files{hint}"
+        )
+    found = _celeba_image_dir(images)
+    if found is None:
+        return _folder_source(src, archive, images, fractions, seed, limit)
+    layout, image_dir = found
+    in_dir = {
+        posixpath.basename(f.path): f for f in images if posixpath.dirname(f.path) == image_dir
+    }
+    reader = _Reader(src)
+    try:
+        tables = {
+            kind: _read_table(reader, files, src, stem, layout)
+            for kind, stem in LABEL_STEMS.items()
+        }
+    finally:
+        reader.close()
+    return _celeba_source(src, layout, archive, image_dir, in_dir, tables, fractions, seed, limit)
+
+
+def _folder_source(
+    src: str,
+    archive: bool,
+    images: list[_File],
+    fractions: list[float],
+    seed: int,
+    limit: int | None,
+) -> Source:
+    images = images[:limit]
+    ids = [f.path for f in images]
+    splits = _split_by_fractions(ids, fractions, seed)
+    pairs = enumerate(zip(images, splits, strict=True))
+    items = [Item(i, f.path, f.container, f.member, split) for i, (f, split) in pairs]
+    return Source(src, "folder", archive, items, [], [], False, False, fractions)
+
+
+def _check_rows(table: _Table, known: set[str], present: list[str], folder: str) -> None:
+    """Every row names an image of the source and every image has a row."""
+    for name, (no, _) in table.rows.items():
+        if name not in known:
+            raise PrepareError(
+                f"{table.where}:{no}: {name} is not an image of {folder}: the label file and the "
+                "images disagree; use the label files that came with these images"
+            )
+    missing = [name for name in present if name not in table.rows]
+    if missing:
+        raise PrepareError(
+            f"{table.where}: no row for {missing[0]} ({len(missing)} images of {folder} have "
+            "none): the label file and the images disagree; use the label files that came with "
+            "these images, or remove the file"
+        )
+
+
+def _celeba_source(
+    src: str,
+    layout: str,
+    archive: bool,
+    image_dir: str,
+    in_dir: dict[str, _File],
+    tables: dict[str, _Table | None],
+    fractions: list[float],
+    seed: int,
+    limit: int | None,
+) -> Source:
+    folder = os.path.join(src, image_dir)
+    partition = tables.pop("partition")
+    skipped = []
+    if partition is None:
+        names = sorted(in_dir)
+        splits = _split_by_fractions(names[:limit], fractions, seed)
+    else:
+        names = list(partition.rows)
+        allowed = set(PARTITION_SPLITS)
+        splits = [
+            PARTITION_SPLITS[_values(partition, n, 1, int, allowed)[0]] for n in names[:limit]
+        ]
+        for name in sorted(set(in_dir) - set(partition.rows)):
+            reason = f"not listed in {partition.where}, so it has no split"
+            skipped.append({"source_id": name, "reason": reason})
+    present = [name for name in names if name in in_dir]
+    for table in tables.values():
+        if table is not None:
+            _check_rows(table, set(names) | set(in_dir), present, folder)
+    attributes, landmarks, identity = tables["attributes"], tables["landmarks"], tables["identity"]
+    attribute_names = (attributes.names or list(schema.CELEBA_ATTRIBUTES)) if attributes else []
+    if landmarks and landmarks.names and len(landmarks.names) != schema.NUM_LANDMARK_VALUES:
+        raise PrepareError(
+            f"{landmarks.where}: the header names {len(landmarks.names)} columns, expected "
+            f"{schema.NUM_LANDMARK_VALUES} (x, y of eyes, nose and mouth corners)"
+        )
+    items = []
+    for index, (name, split) in enumerate(zip(names[:limit], splits, strict=True)):
+        if name not in in_dir:
+            line = partition.rows[name][0]  # only a partition lists files that are not there
+            reason = f"listed in {partition.where} (line {line}) but missing from {folder}"
+            skipped.append({"source_id": name, "reason": reason})
+            continue
+        f = in_dir[name]
+        item = Item(index, name, f.container, f.member, split)
+        if attributes:
+            values = _values(attributes, name, len(attribute_names), int, {-1, 0, 1})
+            item.attributes = [int(v == 1) for v in values]  # CelebA's 1 / -1 -> 1 / 0
+        if landmarks:
+            item.landmarks = _values(landmarks, name, schema.NUM_LANDMARK_VALUES, float)
+        if identity:
+            item.identity = _values(identity, name, 1, int)[0]
+        items.append(item)
+    return Source(
+        src,
+        layout,
+        archive,
+        items,
+        skipped,
+        attribute_names,
+        landmarks is not None,
+        identity is not None,
+        None if partition else fractions,
+    )
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def auto_examples_per_shard(recipe: Recipe) -> int:
+    """A power of two giving shards of about TARGET_SHARD_BYTES (4096 at 96x96 JPEG)."""
+    estimate = recipe.size * recipe.size * schema.CHANNELS * _COMPRESSION_RATIO[recipe.fmt]
+    return max(64, 2 ** int(math.log2(max(TARGET_SHARD_BYTES / estimate, 1))))
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _SplitWriter:
+    """Writes one split's records into shards; names them once their number is known."""
+
+    def __init__(self, folder: str, split: str, per_shard: int, compression: str | None) -> None:
+        self.folder, self.split, self.per_shard = folder, split, per_shard
+        self.compression = compression
+        self._options = tf.io.TFRecordOptions(compression_type=compression or "")
+        self._writer: tf.io.TFRecordWriter | None = None
+        self._paths: list[str] = []
+        self._counts: list[int] = []
+
+    def write(self, record: bytes) -> None:
+        if self._writer is None or self._counts[-1] == self.per_shard:
+            self._close()
+            path = os.path.join(self.folder, f"{self.split}-{len(self._paths):05d}.partial")
+            self._writer = tf.io.TFRecordWriter(path, self._options)
+            self._paths.append(path)
+            self._counts.append(0)
+        self._writer.write(record)
+        self._counts[-1] += 1
+
+    def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def finish(self) -> dict[str, Any]:
+        """Closes the last shard, renames all to their final names; the manifest's split entry."""
+        self._close()
+        shards = []
+        for i, (path, count) in enumerate(zip(self._paths, self._counts, strict=True)):
+            name = schema.shard_name(self.split, i, len(self._paths), self.compression)
+            final = os.path.join(self.folder, name)
+            os.replace(path, final)
+            shards.append(
+                {
+                    "name": name,
+                    "num_examples": count,
+                    "bytes": os.path.getsize(final),
+                    "sha256": _sha256(final),
+                }
+            )
+        return {"num_examples": sum(self._counts), "shards": shards}
+
+
+@contextlib.contextmanager
+def _processed(
+    tasks: list[tuple[str | None, str]], root: str, recipe: Recipe, workers: int
+) -> Iterator[Iterator[_Result]]:
+    """The results of `tasks`, in order: in this process for one worker, else from a pool."""
+    if workers <= 1 or len(tasks) <= 1:
+        worker = _Worker(root, recipe)
+        try:
+            yield map(worker, tasks)
+        finally:
+            worker.close()
+        return
+    # Chunks big enough to amortise the inter-process traffic, small enough to balance the load.
+    chunksize = max(1, min(64, len(tasks) // (workers * 8)))
+    context = multiprocessing.get_context(_START_METHOD)
+    with context.Pool(workers, _init_worker, (root, recipe)) as pool:
+        yield pool.imap(_run_worker, tasks, chunksize)
+
+
+def _write_splits(
+    folder: str,
+    source: Source,
+    recipe: Recipe,
+    *,
+    workers: int,
+    per_shard: int,
+    compression: str | None,
+    progress: Progress | None,
+) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """Processes every item and writes the shards; returns the splits and the skipped inputs."""
+    writers: dict[str, _SplitWriter] = {}
+    skipped = []
+    tasks = [(item.container, item.member) for item in source.items]
+    root = source.path if os.path.isdir(source.path) else os.path.dirname(source.path)
+    with _processed(tasks, root, recipe, workers) as results:
+        for item, (payload, box, reason) in zip(source.items, results, strict=True):
+            if progress:
+                progress.update()
+            if payload is None:
+                skipped.append({"source_id": item.source_id, "reason": reason})
+                continue
+            if item.split not in writers:
+                writers[item.split] = _SplitWriter(folder, item.split, per_shard, compression)
+            landmarks = item.landmarks and move_landmarks(item.landmarks, box, recipe.size)
+            record = schema.encode_example(
+                payload,
+                fmt=recipe.fmt,
+                height=recipe.size,
+                width=recipe.size,
+                channels=schema.CHANNELS,
+                source_id=item.source_id,
+                index=item.index,
+                attributes=item.attributes,
+                landmarks=landmarks,
+                identity=item.identity,
+            )
+            writers[item.split].write(record)
+    if progress:
+        progress.close()
+    splits = {split: writers[split].finish() for split in schema.SPLITS if split in writers}
+    return splits, skipped
+
+
+# --------------------------------------------------------------------------- the output folder
+
+
+def _is_dataset_file(name: str) -> bool:
+    return name.endswith((".tfrecord", ".tfrecord.gz")) or name.startswith(".tmp-")
+
+
+def _check_out(out: str, overwrite: bool) -> None:
+    """Refuses to replace a complete dataset without `overwrite`, or anything not a dataset."""
+    if not os.path.exists(out):
+        return
+    if not os.path.isdir(out):
+        raise PrepareError(f"--out {out} is a file; choose a folder path")
+    names = os.listdir(out)
+    if schema.MANIFEST_NAME in names and not overwrite:
+        raise PrepareError(
+            f"{out} already holds a complete dataset ({schema.MANIFEST_NAME}); pass --overwrite "
+            "to replace it, or choose another --out"
+        )
+    foreign = sorted(n for n in names if n != schema.MANIFEST_NAME and not _is_dataset_file(n))
+    if foreign:
+        raise PrepareError(
+            f"--out {out} exists and holds files that are not part of a dataset ({foreign[:3]}); "
+            "refusing to replace it: choose another --out or remove the folder yourself"
+        )
+
+
+def _sibling(out: str, suffix: str) -> str:
+    parent, name = os.path.split(out)
+    return os.path.join(parent, f".{name}.{suffix}")
+
+
+def _fresh_temp_dir(out: str, say: Callable[[str], None]) -> str:
+    """An empty folder beside `out`; a leftover of an interrupted run is removed first."""
+    tmp = _sibling(out, "incomplete")
+    if os.path.exists(tmp):
+        say(f"removing {tmp}, left by an interrupted run")
+        shutil.rmtree(tmp)
+    os.makedirs(tmp)
+    return tmp
+
+
+def _move_into_place(tmp: str, out: str) -> None:
+    if not os.path.exists(out):
+        os.rename(tmp, out)
+        return
+    old = _sibling(out, "old")
+    shutil.rmtree(old, ignore_errors=True)
+    os.rename(out, old)
+    os.rename(tmp, out)
+    shutil.rmtree(old)
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+def default_workers() -> int:
+    """The cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def summary_line(manifest: dict[str, Any], out: str, seconds: float, images: int) -> str:
+    """examples per split, skipped, seconds, images/s."""
+    splits = manifest["splits"]
+    total = sum(info["num_examples"] for info in splits.values())
+    per_split = ", ".join(f"{split} {info['num_examples']}" for split, info in splits.items())
+    skipped = len(manifest["skipped"])
+    why = f" (reasons under 'skipped' in {schema.manifest_path(out)})" if skipped else ""
+    return (
+        f"prepared {total} examples ({per_split}) in {out}; skipped {skipped}{why}; "
+        f"{seconds:.1f} s, {images / max(seconds, 1e-9):,.0f} images/s"
+    )
+
+
+def prepare(
+    src: str,
+    out: str,
+    *,
+    size: int = schema.IMAGE_SIZE,
+    crop: Crop = schema.CELEBA_CROP,
+    resample: str = schema.DEFAULT_RESAMPLE,
+    fmt: str = schema.DEFAULT_FORMAT,
+    quality: int = schema.DEFAULT_QUALITY,
+    examples_per_shard: int = 0,
+    workers: int | None = None,
+    split_fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS,
+    seed: int = 0,
+    limit: int | None = None,
+    compression: str | None = None,
+    overwrite: bool = False,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Prepares `src` (CelebA folder/.zip or image folder) as a dataset in `out`.
+
+    Args mirror the command-line flags; examples_per_shard 0 sizes shards automatically,
+    workers None uses every core, compression is None or "GZIP". With `verbose`, progress
+    goes to stderr and a summary line to stdout. Returns the manifest as written.
+    Raises PrepareError for an unusable source or --out, ValueError for bad arguments.
+    """
+    recipe = Recipe(size=size, crop=crop, resample=resample, fmt=fmt, quality=quality)
+    if compression not in (None, "GZIP"):
+        raise ValueError(f"compression {compression!r} is not None or 'GZIP'")
+    if examples_per_shard < 0 or (limit is not None and limit < 1):
+        raise ValueError("examples_per_shard must be >= 0 and limit >= 1")
+    workers = workers or default_workers()
+    per_shard = examples_per_shard or auto_examples_per_shard(recipe)
+
+    def say(message: str) -> None:
+        if verbose:
+            print(message, file=sys.stderr, flush=True)
+
+    out = os.path.abspath(os.path.expanduser(out))
+    _check_out(out, overwrite)
+    start = time.perf_counter()
+    source = scan_source(src, split_fractions=split_fractions, seed=seed, limit=limit)
+    tmp = _fresh_temp_dir(out, say)
+    try:
+        progress = Progress(len(source.items), "prepare_celeba") if verbose else None
+        splits, skipped = _write_splits(
+            tmp,
+            source,
+            recipe,
+            workers=workers,
+            per_shard=per_shard,
+            compression=compression,
+            progress=progress,
+        )
+        skipped = source.skipped + skipped
+        if not splits:
+            reasons = "; ".join(f"{s['source_id']}: {s['reason']}" for s in skipped[:3])
+            raise PrepareError(f"none of the images of {source.path} could be used ({reasons})")
+        manifest = {
+            "image": {
+                "height": size,
+                "width": size,
+                "channels": schema.CHANNELS,
+                "format": fmt,
+                "quality": quality,
+            },
+            "crop": crop if isinstance(crop, str) else list(crop),
+            "resample": resample,
+            "compression": compression,
+            "source": {"layout": source.layout, "path": source.path, "archive": source.archive},
+            "attribute_names": source.attribute_names,
+            "has_landmarks": source.has_landmarks,
+            "has_identity": source.has_identity,
+            "seed": seed,
+            "split_fractions": source.split_fractions,
+            "splits": splits,
+            "skipped": skipped,
+        }
+        schema.write_manifest(tmp, manifest)  # last: its presence means the dataset is complete
+        _check_out(out, overwrite)  # nothing appeared at --out in the meantime
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    manifest = schema.read_manifest(out)
+    if verbose:
+        print(summary_line(manifest, out, time.perf_counter() - start, len(source.items)))
+    return manifest
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def define_flags() -> None:
+    """The CLI's flags; defined by run(), so importing prepare() adds none to another CLI."""
+    flags.DEFINE_string(
+        "src", None, "CelebA folder or .zip (official or Kaggle), or any image folder."
+    )
+    flags.DEFINE_string("out", None, "Output folder for the shards and dataset.json.")
+    flags.DEFINE_integer(
+        "size", schema.IMAGE_SIZE, "Output height and width in pixels.", lower_bound=1
+    )
+    flags.DEFINE_string(
+        "crop",
+        ",".join(map(str, schema.CELEBA_CROP)),
+        "Box left,top,right,bottom cut before resizing, 'center' (largest square) or 'none'.",
+    )
+    flags.DEFINE_enum(
+        "resample", schema.DEFAULT_RESAMPLE, list(RESAMPLE_FILTERS), "PIL resize filter."
+    )
+    flags.DEFINE_enum(
+        "format", schema.DEFAULT_FORMAT, list(schema.FORMATS), "Image encoding in the records."
+    )
+    flags.DEFINE_integer(
+        "quality", schema.DEFAULT_QUALITY, "JPEG quality.", lower_bound=1, upper_bound=100
+    )
+    flags.DEFINE_integer(
+        "examples_per_shard",
+        0,
+        "Examples per shard; 0: ~20 MB shards (4096 at 96x96 JPEG).",
+        lower_bound=0,
+    )
+    flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).", lower_bound=1)
+    flags.DEFINE_list(
+        "split_fractions",
+        [str(f) for f in DEFAULT_SPLIT_FRACTIONS],
+        "train,validation,test fractions, used only when there is no official partition.",
+    )
+    flags.DEFINE_integer("seed", 0, "Seed of the split by --split_fractions.")
+    flags.DEFINE_integer(
+        "limit", None, "Use only the first N images of the source (quick tries).", lower_bound=1
+    )
+    flags.DEFINE_enum("compression", "none", ["none", "gzip"], "Shard compression.")
+    flags.DEFINE_bool("overwrite", False, "Replace an existing dataset at --out.")
+    flags.mark_flags_as_required(["src", "out"])
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    FLAGS = flags.FLAGS  # noqa: N806 - absl's name
+    try:
+        crop = parse_crop(FLAGS.crop)
+        fractions = _check_fractions([float(v) for v in FLAGS.split_fractions])
+        Recipe(crop=crop)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
+    try:
+        prepare(
+            FLAGS.src,
+            FLAGS.out,
+            size=FLAGS.size,
+            crop=crop,
+            resample=FLAGS.resample,
+            fmt=FLAGS.format,
+            quality=FLAGS.quality,
+            examples_per_shard=FLAGS.examples_per_shard,
+            workers=FLAGS.workers,
+            split_fractions=fractions,
+            seed=FLAGS.seed,
+            limit=FLAGS.limit,
+            compression=None if FLAGS.compression == "none" else "GZIP",
+            overwrite=FLAGS.overwrite,
+        )
+    except PrepareError as e:
+        sys.exit(f"prepare_celeba: error: {e}")
+    except KeyboardInterrupt:
+        sys.exit(f"prepare_celeba: interrupted; {FLAGS.out} was left as it was")
+
+
+def run() -> None:
+    define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
