@@ -28,7 +28,7 @@ from model import workdir as wd
 from model.networks import NetworkConfig
 from model.vae import VAE
 from pipeline import dataset
-from pipeline.schema import DatasetError
+from pipeline.schema import PREPARE_HINT, DatasetError
 from tools.grid import make_grid, save_grid
 
 # Data.
@@ -180,7 +180,7 @@ def main(argv: list[str]) -> None:
         while (done := step_of(model) - ep * steps_per_epoch) < steps_per_epoch:
             n = min(spe, steps_per_epoch - done)
             t0 = time.perf_counter()
-            batches = [next(iterator) for _ in range(n)]
+            batches = next_batches(iterator, n, data_dir)
             t1 = time.perf_counter()
             train_fn(batches)
             logs = metric_values(model)  # reading the results waits for the steps
@@ -378,6 +378,19 @@ def make_step_fn(strategy: tf.distribute.Strategy, step, jit_compile: bool):
 # --------------------------------------------------------------------------- loop helpers
 
 
+def next_batches(iterator, n: int, data_dir: str) -> list:
+    """The next n batches; a corrupt shard stops with the shard's name and the fix."""
+    try:
+        return [next(iterator) for _ in range(n)]
+    except tf.errors.DataLossError as e:
+        try:
+            dataset.verify(data_dir)  # names the shard whose bytes differ from the manifest
+        except DatasetError as named:
+            sys.exit(f"--data_dir={data_dir}: {named}")
+        hint = PREPARE_HINT.format(data_dir=data_dir)
+        sys.exit(f"--data_dir={data_dir}: unreadable shard ({e.message}): `{hint} --overwrite`")
+
+
 def step_of(model: VAE) -> int:
     return int(model.optimizer.iterations.numpy())
 
@@ -484,12 +497,12 @@ def benchmark(model: VAE, train_fn, train_data, settings: dict, strategy) -> dic
     iterator = iter(train_data)
     spe, batch_size = settings["steps_per_execution"], settings["batch_size"]
     for _ in range(WARMUP_EXECUTIONS):
-        train_fn([next(iterator) for _ in range(spe)])
+        train_fn(next_batches(iterator, spe, settings["data_dir"]))
     float(model.metrics[0].result())  # wait for the warm-up to finish
     steps, waited, start = 0, 0.0, time.perf_counter()
     while steps < settings["benchmark_steps"]:
         t0 = time.perf_counter()
-        batches = [next(iterator) for _ in range(spe)]
+        batches = next_batches(iterator, spe, settings["data_dir"])
         waited += time.perf_counter() - t0
         train_fn(batches)
         float(model.metrics[0].result())  # as in training: one host sync per execution

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -161,3 +162,16 @@ def test_benchmark_prints_one_json_line(tiny_data_dir):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["benchmark"] == "train" and result["images_per_sec"] > 0
     assert 0 <= result["input_wait_fraction"] <= 1 and result["peak_rss_mb"] > 0
+
+
+def test_corrupt_shard_stops_naming_it(tiny_data_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data_dir, data)
+    shard = sorted(data.glob("train-*"))[0]
+    raw = bytearray(shard.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # same size, so only the record checksum can tell
+    shard.write_bytes(bytes(raw))
+    done = train(f"--data_dir={data}", f"--workdir={tmp_path / 'w'}", "--epochs=1",
+                 "--steps_per_epoch=4")  # fmt: skip
+    assert done.returncode != 0
+    assert shard.name in done.stderr and "--overwrite" in done.stderr
