@@ -17,6 +17,7 @@ import os
 import resource
 import shutil
 import sys
+import tempfile
 import time
 
 import keras
@@ -138,17 +139,21 @@ def main(argv: list[str]) -> None:
         print(json.dumps(benchmark(model, train_fn, train_data, settings, strategy)))
         return
 
-    # The workdir: config, checkpoints (resume), TensorBoard logs, sample grids.
-    workdir = settings["workdir"]
+    # The workdir: config, checkpoints (resume), TensorBoard logs, sample grids. Under
+    # multi_worker every worker saves (saving is collective), but only the chief's files
+    # land in --workdir; the others write to a scratch folder removed at the end.
+    chief = is_chief(strategy)
+    workdir = settings["workdir"] if chief else tempfile.mkdtemp(prefix="facevae-worker-")
     prepare_workdir(workdir, settings, model_config)
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=epoch)
     manager = tf.train.CheckpointManager(
         checkpoint, os.path.join(workdir, wd.CKPT_DIR), max_to_keep=settings["keep_checkpoints"]
     )
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        print(f"resumed from {manager.latest_checkpoint} (step {step_of(model)})")
+    latest = tf.train.latest_checkpoint(os.path.join(settings["workdir"], wd.CKPT_DIR))
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+        print(f"resumed from {latest} (step {step_of(model)})")
     writers = {
         split: tf.summary.create_file_writer(os.path.join(workdir, wd.LOGS_DIR, split))
         for split in ("train", "validation")
@@ -219,6 +224,9 @@ def main(argv: list[str]) -> None:
               f"input wait {waited / seconds:.0%}", flush=True)  # fmt: skip
 
     save_final(model, workdir)
+    if not chief:
+        shutil.rmtree(workdir)
+        return
     print(f"done: {step_of(model)} steps; samples in {os.path.join(workdir, wd.SAMPLES_DIR)}, "
           f"model in {os.path.join(workdir, wd.MODEL_FILE)}")  # fmt: skip
 
@@ -361,6 +369,18 @@ def make_strategy(name: str, logical_cpus: int) -> tf.distribute.Strategy:
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True but on the non-chief workers of a multi-worker cluster (TF_CONFIG)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if not task_type:
+        return True
+    if task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
 def make_step_fn(strategy: tf.distribute.Strategy, step, jit_compile: bool):

@@ -70,6 +70,21 @@ def test_serving_export_decodes_uint8_faces(run_two_steps):
     assert images.dtype == tf.uint8 and images.shape == (3, 32, 32, 3)
 
 
+def test_final_model_loads_in_a_fresh_process(run_two_steps):
+    workdir, _ = run_two_steps
+    code = (
+        "import sys, keras, numpy as np; import model.vae; "
+        "m = keras.models.load_model(sys.argv[1]); "
+        "print(m.reconstruct(np.zeros((2, 32, 32, 3), 'float32')).shape)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, os.path.join(workdir, "model.keras")],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("(2, 32, 32, 3)")
+
+
 def test_tensorboard_has_scalars_and_images(run_two_steps):
     workdir, _ = run_two_steps
     train_events = events(os.path.join(workdir, "logs", "train"))
