@@ -81,7 +81,6 @@ CELEBA_ATTRIBUTES = (
 )  # fmt: skip
 
 PREPARE_HINT = "python -m tools.prepare_celeba --src SRC --out {data_dir}"
-DEMO_HINT = "python -m tools.make_synthetic --out SRC && " + PREPARE_HINT
 
 
 class DatasetError(ValueError):
@@ -214,14 +213,22 @@ def manifest_path(data_dir: str) -> str:
     return os.path.join(data_dir, MANIFEST_NAME)
 
 
+def _read_umask() -> int:
+    # os.umask can only be read by setting it: do that once, at import, before any threads.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _read_umask()
+
+
 def write_json_atomic(path: str, content: Any) -> None:
     """Writes JSON to a temporary file beside `path`, then renames it into place."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a shared dataset must be readable
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a shared dataset must be readable
         with os.fdopen(fd, "w") as f:
             json.dump(content, f, indent=2, sort_keys=False)
             f.write("\n")
@@ -276,8 +283,15 @@ def split_info(manifest: dict[str, Any], split: str, data_dir: str = "") -> dict
     if split not in splits or not splits[split].get("num_examples"):
         present = sorted(name for name, info in splits.items() if info.get("num_examples"))
         where = f" in {manifest_path(data_dir)}" if data_dir else ""
+        if manifest.get("split_fractions") is None:  # the source's official partition
+            fix = "the source's partition file assigns no images to it"
+        else:
+            fix = (
+                f"or re-run `{PREPARE_HINT.format(data_dir=data_dir or 'DIR')} "
+                "--split_fractions TRAIN,VALIDATION,TEST --overwrite` to create it"
+            )
         raise DatasetError(
-            f"split {split!r} is not in the dataset{where}; it has {present}. Choose one of those, "
-            "or prepare the data with --split_fractions to create it"
+            f"split {split!r} is not in the dataset{where}; it has {present}. "
+            f"Choose one of those; {fix}"
         )
     return splits[split]

@@ -46,3 +46,14 @@ def test_save_grid_writes_png_atomically(tmp_path):
     assert image.mode == "L"
     assert image.size == (3 * (2 * (4 + grid.PAD) + grid.PAD), 3 * (4 + 2 * grid.PAD))
     assert sorted(p.name for p in path.parent.iterdir()) == ["grid.png"]
+
+
+def test_save_grid_leaves_no_temp_file_when_writing_fails(tmp_path, monkeypatch):
+    def fail(self, fp, format=None):
+        open(fp, "wb").close()  # half-written, then the disk is full
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", fail)
+    with pytest.raises(OSError, match="No space"):
+        grid.save_grid(np.zeros((1, 4, 4, 3)), str(tmp_path / "grid.png"))
+    assert list(tmp_path.iterdir()) == []

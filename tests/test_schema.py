@@ -101,15 +101,29 @@ def test_unreadable_manifests_say_what_to_run(tmp_path):
 
 def test_split_info_lists_the_available_splits():
     manifest = {
+        "split_fractions": [0.8, 0.2, 0.0],
         "splits": {
             "train": {"num_examples": 5, "shards": []},
             "validation": {"num_examples": 2, "shards": []},
             "test": {"num_examples": 0, "shards": []},
-        }
+        },
     }
     assert schema.split_info(manifest, "train")["num_examples"] == 5
     for split in ("test", "extra"):  # empty counts as absent
         with pytest.raises(
-            schema.DatasetError, match=r"\['train', 'validation'\].*--split_fractions"
+            schema.DatasetError,
+            match=r"\['train', 'validation'\].*--out data/x --split_fractions .* --overwrite",
         ):
             schema.split_info(manifest, split, "data/x")
+
+
+def test_split_info_of_an_official_partition_does_not_suggest_fractions():
+    manifest = {"split_fractions": None, "splits": {"train": {"num_examples": 5}}}
+    with pytest.raises(schema.DatasetError, match="partition file assigns no images") as error:
+        schema.split_info(manifest, "test", "data/x")
+    assert "--split_fractions" not in str(error.value)
+
+
+def test_manifest_is_readable_by_others(tmp_path):
+    path = schema.write_manifest(str(tmp_path), {"splits": {}})
+    assert os.stat(path).st_mode & 0o044 == 0o044 & ~schema._UMASK
