@@ -488,7 +488,7 @@ def attribute_vectors(model: VAE, o: Options, names: list[str]) -> np.ndarray:
     """(A, z_dim) vectors of the attribute split, cached in the workdir for these weights."""
     split = resolve_split(o.data_dir, o.attribute_split, "--attribute_split", fallback=False)
     path = os.path.join(o.workdir, f"attribute_vectors_{split}.npz")
-    key = f"{weights_fingerprint(model)}:{o.max_examples}"
+    key = f"{weights_fingerprint(model)}:{os.path.abspath(o.data_dir)}:{o.max_examples}"
     if os.path.isfile(path):
         with np.load(path) as cached:
             if str(cached["key"]) == key and list(cached["names"]) == names:

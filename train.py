@@ -19,6 +19,8 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import NoReturn
 
 import keras
 import numpy as np
@@ -27,7 +29,7 @@ from absl import app, flags
 
 from model import workdir as wd
 from model.networks import NetworkConfig
-from model.vae import VAE
+from model.vae import NON_FINITE_INPUT, VAE
 from pipeline import dataset
 from pipeline.schema import PREPARE_HINT, DatasetError
 from tools.grid import make_grid, save_grid
@@ -74,6 +76,23 @@ flags.DEFINE_bool("demo", False, "Train a small model on synthetic faces made on
 flags.DEFINE_integer("benchmark_steps", 0, "Time N train steps, print one JSON line and exit.")
 
 FLAGS = flags.FLAGS
+
+
+def positive(name: str, minimum: float = 1) -> None:
+    flags.register_validator(
+        name, lambda v: v >= minimum, message=f"--{name} must be at least {minimum}"
+    )
+
+
+for _name in ("shuffle_buffer", "z_dim", "batch_size", "epochs", "steps_per_execution",
+              "checkpoint_every_steps", "keep_checkpoints", "sample_every_epochs",
+              "eval_every_epochs", "log_every_steps"):  # fmt: skip
+    positive(_name)
+for _name in ("dense_units", "kl_warmup_steps", "steps_per_epoch", "logical_cpus",
+              "benchmark_steps"):  # fmt: skip
+    positive(_name, minimum=0)
+flags.register_validator("learning_rate", lambda v: v > 0, "--learning_rate must be positive")
+flags.register_validator("kl_weight", lambda v: v >= 0, "--kl_weight must be non-negative")
 
 # Flags that steer this invocation only: never restored from a stored config.
 INVOCATION_FLAGS = ("workdir", "overwrite", "demo", "benchmark_steps")
@@ -145,6 +164,7 @@ def main(argv: list[str]) -> None:
     chief = is_chief(strategy)
     workdir = settings["workdir"] if chief else tempfile.mkdtemp(prefix="facevae-worker-")
     prepare_workdir(workdir, settings, model_config)
+    # The loop derives the epoch from the step; the variable records it in each checkpoint.
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=epoch)
     manager = tf.train.CheckpointManager(
@@ -153,6 +173,8 @@ def main(argv: list[str]) -> None:
     latest = tf.train.latest_checkpoint(os.path.join(settings["workdir"], wd.CKPT_DIR))
     if latest:
         checkpoint.restore(latest).assert_existing_objects_matched()
+        # The checkpoint restored the old learning rate; the flag (or stored config) rules.
+        model.optimizer.learning_rate.assign(settings["learning_rate"])
         print(f"resumed from {latest} (step {step_of(model)})")
     writers = {
         split: tf.summary.create_file_writer(os.path.join(workdir, wd.LOGS_DIR, split))
@@ -172,56 +194,31 @@ def main(argv: list[str]) -> None:
         )  # fmt: skip
         eval_fn = make_step_fn(strategy, model.test_step, settings["jit_compile"])
 
-    # The loop: epochs of steps; `step` counts optimizer updates across resumes.
+    # The loop: epochs of steps; the optimizer's step count carries across resumes.
     iterator = iter(train_data)
-    spe = settings["steps_per_execution"]
-    start_step = step_of(model)
-    for ep in range(start_step // steps_per_epoch, settings["epochs"]):
-        reset_metrics(model)
-        epoch_start, waited, seen = time.perf_counter(), 0.0, 0
-        first = step_of(model) - ep * steps_per_epoch
-        bar = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["img/s", "wait"])
-        bar.update(first)
-        while (done := step_of(model) - ep * steps_per_epoch) < steps_per_epoch:
-            n = min(spe, steps_per_epoch - done)
-            t0 = time.perf_counter()
-            batches = next_batches(iterator, n, data_dir)
-            t1 = time.perf_counter()
-            train_fn(batches)
-            logs = metric_values(model)  # reading the results waits for the steps
-            waited, seen = waited + t1 - t0, seen + n * batch_size
-            step = step_of(model)
-            if not math.isfinite(logs["loss"]):
-                stop_non_finite(step, n, manager, settings)
-            rate = seen / (time.perf_counter() - epoch_start)
-            bar.update(done + n, [*logs.items(), ("img/s", rate), ("wait", waited / max(
-                time.perf_counter() - epoch_start, 1e-9))])  # fmt: skip
-            if step % settings["log_every_steps"] < n:
-                write_scalars(writers["train"], step, {
-                    **logs, "learning_rate": learning_rate(model),
-                    "images_per_sec": rate,
-                    "input_wait_fraction": waited / (time.perf_counter() - epoch_start),
-                })  # fmt: skip
-            if step % settings["checkpoint_every_steps"] < n:
-                manager.save(checkpoint_number=step)
-
-        seconds = time.perf_counter() - epoch_start
-        train_logs = metric_values(model)
+    for ep in range(step_of(model) // steps_per_epoch, settings["epochs"]):
+        scalars = train_epoch(model, train_fn, iterator, ep, steps_per_epoch, settings, manager,
+                              writers["train"])  # fmt: skip
         epoch.assign(ep + 1)
         step = step_of(model)
         manager.save(checkpoint_number=step)
-        summary = f"epoch {ep + 1}/{settings['epochs']}  train {format_logs(train_logs)}"
+        write_scalars(writers["train"], step, scalars)  # the epoch's means
+        seconds = scalars.pop("seconds")
+        summary = f"epoch {ep + 1}/{settings['epochs']}  train {format_logs(metric_values(model))}"
         if eval_data is not None and (ep + 1) % settings["eval_every_epochs"] == 0:
             eval_logs = evaluate(model, eval_fn, eval_data)
-            write_scalars(writers["validation"], step, eval_logs)
-            summary += f" | {eval_split} {format_logs(eval_logs)}"
+            if eval_logs is None:
+                summary += f" | {eval_split} skipped: fewer images than --batch_size per replica"
+            else:
+                write_scalars(writers["validation"], step, eval_logs)
+                summary += f" | {eval_split} {format_logs(eval_logs)}"
         if (ep + 1) % settings["sample_every_epochs"] == 0 or ep + 1 == settings["epochs"]:
             grid = write_samples(model, fixed_z, fixed_images, workdir, ep + 1)
             with writers["train"].as_default(step=step):
                 tf.summary.image("samples", grid["samples"][None])
                 tf.summary.image("reconstructions", grid["reconstructions"][None])
-        print(f"{summary} | {seconds:.0f}s, {seen / seconds:,.0f} img/s, "
-              f"input wait {waited / seconds:.0%}", flush=True)  # fmt: skip
+        print(f"{summary} | {seconds:.0f}s, {scalars['images_per_sec']:,.0f} img/s, "
+              f"input wait {scalars['input_wait_fraction']:.0%}", flush=True)  # fmt: skip
 
     save_final(model, workdir)
     if not chief:
@@ -287,23 +284,6 @@ def check_settings(settings: dict, replicas: int) -> None:
     cache = settings["cache"]
     if cache not in ("auto", "memory", "none") and not cache.startswith("disk:"):
         sys.exit(f"--cache={cache}: use auto, memory, none or disk:<path>")
-
-
-def positive(name: str, minimum: float = 1) -> None:
-    flags.register_validator(
-        name, lambda v: v >= minimum, message=f"--{name} must be at least {minimum}"
-    )
-
-
-for _name in ("shuffle_buffer", "z_dim", "batch_size", "epochs", "steps_per_execution",
-              "checkpoint_every_steps", "keep_checkpoints", "sample_every_epochs",
-              "eval_every_epochs", "log_every_steps"):  # fmt: skip
-    positive(_name)
-for _name in ("dense_units", "kl_warmup_steps", "steps_per_epoch", "logical_cpus",
-              "benchmark_steps"):  # fmt: skip
-    positive(_name, minimum=0)
-flags.register_validator("learning_rate", lambda v: v > 0, "--learning_rate must be positive")
-flags.register_validator("kl_weight", lambda v: v >= 0, "--kl_weight must be non-negative")
 
 
 def prepare_workdir(workdir: str, settings: dict, model_config: dict) -> None:
@@ -383,7 +363,7 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
-def make_step_fn(strategy: tf.distribute.Strategy, step, jit_compile: bool):
+def make_step_fn(strategy: tf.distribute.Strategy, step: Callable, jit_compile: bool) -> Callable:
     """A compiled function running `step` on every replica for each batch of a list."""
     replica_step = tf.function(step, jit_compile=jit_compile)
 
@@ -398,7 +378,72 @@ def make_step_fn(strategy: tf.distribute.Strategy, step, jit_compile: bool):
 # --------------------------------------------------------------------------- loop helpers
 
 
-def next_batches(iterator, n: int, data_dir: str) -> list:
+def train_epoch(
+    model: VAE,
+    train_fn: Callable,
+    iterator: Iterator,
+    epoch: int,
+    steps_per_epoch: int,
+    settings: dict,
+    manager: tf.train.CheckpointManager,
+    writer: tf.summary.SummaryWriter,
+) -> dict[str, float]:
+    """One epoch of steps (the rest of one after a resume); returns the epoch's scalars."""
+    reset_metrics(model)
+    start, waited, seen = time.perf_counter(), 0.0, 0
+    first, step = epoch * steps_per_epoch, step_of(model)
+    bar = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["img/s", "wait"])
+    bar.update(step - first)
+    while step - first < steps_per_epoch:
+        n = min(settings["steps_per_execution"], steps_per_epoch - (step - first))
+        t0 = time.perf_counter()
+        batches = next_batches(iterator, n, settings["data_dir"])
+        waited += time.perf_counter() - t0
+        run_steps(train_fn, batches, step)
+        logs = metric_values(model)  # reading the results waits for the steps
+        # A skipped mixed_float16 step (loss scale too high) does not advance the count.
+        previous, step = step, step_of(model)
+        seen += n * settings["batch_size"]
+        if not math.isfinite(logs["loss"]):
+            stop_non_finite(step, n, manager, settings)
+        scalars = epoch_scalars(model, seen, waited, time.perf_counter() - start)
+        bar.update(step - first, [*logs.items(), ("img/s", scalars["images_per_sec"]),
+                                  ("wait", scalars["input_wait_fraction"])])  # fmt: skip
+        if crossed(previous, step, settings["log_every_steps"]):
+            write_scalars(writer, step, {**logs, **scalars})
+        if crossed(previous, step, settings["checkpoint_every_steps"]):
+            manager.save(checkpoint_number=step)
+    seconds = time.perf_counter() - start
+    return {**metric_values(model), **epoch_scalars(model, seen, waited, seconds),
+            "seconds": seconds}  # fmt: skip
+
+
+def epoch_scalars(model: VAE, seen: int, waited: float, seconds: float) -> dict[str, float]:
+    seconds = max(seconds, 1e-9)
+    return {
+        "learning_rate": learning_rate(model),
+        "images_per_sec": seen / seconds,
+        "input_wait_fraction": waited / seconds,
+    }
+
+
+def crossed(previous: int, step: int, every: int) -> bool:
+    """True when the step count passed a multiple of `every` since `previous`."""
+    return step // every > previous // every
+
+
+def run_steps(train_fn: Callable, batches: list, step: int) -> None:
+    """Runs the steps; NaN or Inf pixels in the input stop with the step and the fix."""
+    try:
+        train_fn(batches)
+    except tf.errors.InvalidArgumentError as e:
+        if NON_FINITE_INPUT not in e.message:
+            raise
+        sys.exit(f"step {step + 1}: {NON_FINITE_INPUT} Re-prepare --data_dir with "
+                 "`python -m tools.prepare_celeba ... --overwrite`")  # fmt: skip
+
+
+def next_batches(iterator: Iterator, n: int, data_dir: str) -> list:
     """The next n batches; a corrupt shard stops with the shard's name and the fix."""
     try:
         return [next(iterator) for _ in range(n)]
@@ -432,23 +477,31 @@ def format_logs(logs: dict[str, float]) -> str:
     return " ".join(f"{k} {v:.4g}" for k, v in logs.items())
 
 
-def write_scalars(writer, step: int, values: dict[str, float]) -> None:
+def write_scalars(writer: tf.summary.SummaryWriter, step: int, values: dict[str, float]) -> None:
     with writer.as_default(step=step):
         for name, value in values.items():
             tf.summary.scalar(name, value)
 
 
-def evaluate(model: VAE, eval_fn, eval_data) -> dict[str, float]:
-    """The metrics over one pass of the evaluation split (train metrics are reset after)."""
+def evaluate(model: VAE, eval_fn: Callable, eval_data: Iterable) -> dict[str, float] | None:
+    """The metrics over one pass of the evaluation split, None if it gave no batch.
+
+    Under several replicas the last partial batch is dropped, so a split smaller than the
+    per-replica batch gives none. Train metrics are reset afterwards.
+    """
     reset_metrics(model)
+    batches = 0
     for batch in eval_data:
         eval_fn([batch])
-    logs = metric_values(model)
+        batches += 1
+    logs = metric_values(model) if batches else None
     reset_metrics(model)
     return logs
 
 
-def stop_non_finite(step: int, n: int, manager, settings: dict) -> None:
+def stop_non_finite(
+    step: int, n: int, manager: tf.train.CheckpointManager, settings: dict
+) -> NoReturn:
     where = f"at step {step}" if n == 1 else f"within steps {step - n + 1}-{step}"
     sys.exit(
         f"the loss became non-finite {where}. Kept the last good checkpoint "
@@ -471,7 +524,9 @@ def first_images(data_dir: str, split: str, n: int) -> np.ndarray:
     return np.stack(images).astype(np.float32) / 255.0
 
 
-def write_samples(model: VAE, fixed_z, fixed_images, workdir: str, epoch: int) -> dict:
+def write_samples(
+    model: VAE, fixed_z: np.ndarray, fixed_images: np.ndarray, workdir: str, epoch: int
+) -> dict[str, np.ndarray]:
     """Samples from the fixed vectors (the PNG of the epoch) and reconstructions, as grids."""
     samples = model.decode(tf.constant(fixed_z)).numpy()
     recon = model.reconstruct(tf.constant(fixed_images)).numpy()
@@ -512,7 +567,13 @@ class DecoderExport(tf.Module):
 # --------------------------------------------------------------------------- benchmark
 
 
-def benchmark(model: VAE, train_fn, train_data, settings: dict, strategy) -> dict:
+def benchmark(
+    model: VAE,
+    train_fn: Callable,
+    train_data: Iterable,
+    settings: dict,
+    strategy: tf.distribute.Strategy,
+) -> dict:
     """Images/s, ms/step and input wait over --benchmark_steps after a warm-up."""
     iterator = iter(train_data)
     spe, batch_size = settings["steps_per_execution"], settings["batch_size"]

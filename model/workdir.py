@@ -76,7 +76,9 @@ def restore(workdir: str) -> tuple[VAE, dict[str, Any]]:
     model = build_model(config)
     latest = tf.train.latest_checkpoint(os.path.join(workdir, CKPT_DIR))
     if latest:
-        tf.train.Checkpoint(model=model).read(latest).expect_partial()
+        # Every model variable must come from the checkpoint; its optimizer slots are unused.
+        status = tf.train.Checkpoint(model=model).read(latest)
+        status.assert_existing_objects_matched().expect_partial()
         return model, config
     final = os.path.join(workdir, MODEL_FILE)
     if os.path.isfile(final):

@@ -273,25 +273,61 @@ def test_landmarks_fall_on_the_drawn_features():
 
 def test_refuses_existing_output_unless_overwrite(tmp_path):
     out = tmp_path / "src"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
+    ms.write_source(str(out), 4, seed=1, workers=1, verbose=False)
+    before = _files(str(out))
     with pytest.raises(FileExistsError, match="--overwrite"):
-        ms.write_source(str(out), 4, verbose=False)
-    assert os.listdir(out) == ["keep.txt"]
-    summary = ms.write_source(str(out), 4, overwrite=True, verbose=False)
-    assert "keep.txt" not in os.listdir(out)
-    assert summary["n"] == 4 and sum(summary["splits"].values()) == 4
+        ms.write_source(str(out), 6, verbose=False)
+    assert _files(str(out)) == before
+    for layout in ms.LAYOUTS:  # a source of either layout is replaced, whatever its layout
+        summary = ms.write_source(str(out), 6, layout=layout, overwrite=True, verbose=False)
+        assert summary["n"] == 6 and sum(summary["splits"].values()) == 6
+        images = os.path.join(str(out), *ms.IMAGE_DIRS[layout])
+        assert sorted(os.listdir(images)) == [ms.image_name(i) for i in range(6)]
     assert sorted(os.listdir(tmp_path)) == ["src"]  # no temporary folders left
 
 
+@pytest.mark.parametrize(
+    "stray", ["keep.txt", "img_align_celeba/notes.txt", "img_align_celeba/extra/", "photos/"]
+)
+def test_overwrite_never_deletes_files_it_did_not_write(tmp_path, stray):
+    out = tmp_path / "src"
+    ms.write_source(str(out), 4, workers=1, verbose=False)
+    path = out / stray
+    if stray.endswith("/"):
+        path.mkdir()
+    else:
+        path.write_text("mine")
+    before = _files(str(out))
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError) as error:
+            ms.write_source(str(out), 4, overwrite=overwrite, verbose=False)
+        message = str(error.value)
+        assert str(out) in message and stray in message and "even with --overwrite" in message
+    assert _files(str(out)) == before and path.exists()
+    assert sorted(os.listdir(tmp_path)) == ["src"]
+
+
 def test_failed_run_leaves_nothing(tmp_path, monkeypatch):
+    seen = []
+
     def broken(*args):
+        seen.append(sorted(os.listdir(tmp_path)))
         raise OSError("disk full")
 
     monkeypatch.setattr(ms, "_write_labels", broken)
     with pytest.raises(OSError, match="disk full"):
         ms.write_source(str(tmp_path / "src"), 4, workers=1, verbose=False)
+    assert seen == [[".src.incomplete"]]  # a fixed name, so a killed run's leftover is found
     assert os.listdir(tmp_path) == []
+
+
+def test_leftover_of_a_killed_run_is_removed(tmp_path):
+    leftover = tmp_path / ".src.incomplete" / "img_align_celeba"
+    leftover.mkdir(parents=True)
+    (leftover / "000001.jpg").write_bytes(b"half a jpeg")
+    ms.write_source(str(tmp_path / "src"), 4, workers=1, verbose=False)
+    assert sorted(os.listdir(tmp_path)) == ["src"]
+    assert len(os.listdir(tmp_path / "src" / "img_align_celeba")) == 4
 
 
 def test_cli(tmp_path):

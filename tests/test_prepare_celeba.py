@@ -187,10 +187,12 @@ def test_each_layout_as_folder_and_zip(tmp_path, layout, archive):
     if archive:
         # Kaggle's archive.zip has no top folder; a zip of the official data may have one.
         src = zip_folder(src, str(tmp_path / "src.zip"), "CelebA/" if layout == "official" else "")
-    crop = "center" if layout == "folder" else schema.CELEBA_CROP
     out = str(tmp_path / "out")
-    manifest = pc.prepare(src, out, crop=crop, workers=1, fmt="raw", verbose=False)
+    manifest = pc.prepare(src, out, workers=1, fmt="raw", verbose=False)  # crop "auto"
     assert manifest["source"] == {"layout": layout, "path": src, "archive": archive}
+    # CelebA's box would cut (or skip) the folder's 120x100 photos: "auto" centres them.
+    assert manifest["crop"] == ("center" if layout == "folder" else list(schema.CELEBA_CROP))
+    assert manifest["skipped"] == []
     records = [r for split in manifest["splits"] for r in read_split(out, manifest, split)]
     assert sorted(int(r["index"]) for r in records) == list(range(6))
     assert all(image_of(r).shape == (96, 96, 3) for r in records)
@@ -278,7 +280,87 @@ def test_seeded_split_by_fractions_and_stable_index_with_limit(tmp_path):
     assert all(full[name][0] == index for name, (index, _) in limited.items())
 
 
+def test_a_split_of_fraction_zero_stays_empty(tmp_path):
+    # Rounding each count (22.5 -> 22, 2.5 -> 2) used to leave 1 image for a 0 test fraction.
+    ids = [f"{i:02d}.png" for i in range(25)]
+    splits = pc._split_by_fractions(ids, (0.9, 0.1, 0.0), seed=0)
+    assert [splits.count(s) for s in schema.SPLITS] == [22, 3, 0]
+    splits = pc._split_by_fractions(ids, (0.0, 0.5, 0.5), seed=0)
+    assert splits.count("train") == 0 and len(splits) == 25
+    src = tmp_path / "photos"
+    src.mkdir()
+    for name in ids:
+        (src / name).write_bytes(encoded(Image.new("RGB", (8, 8)), "PNG"))
+    out = str(tmp_path / "out")
+    manifest = pc.prepare(
+        str(src), out, size=8, fmt="raw", split_fractions=(0.9, 0.1, 0), workers=1, verbose=False
+    )
+    counts = {split: info["num_examples"] for split, info in manifest["splits"].items()}
+    assert counts == {"train": 22, "validation": 3}  # no test entry, as for an official one
+    with pytest.raises(schema.DatasetError, match="'test' is not in the dataset"):
+        schema.split_info(manifest, "test", out)
+
+
 # --------------------------------------------------------------------------- bad input
+
+
+def _gradient_16bit() -> np.ndarray:
+    return np.tile(np.linspace(0, 65535, 64).round().astype(np.uint16), (32, 1))  # (32, 64)
+
+
+def test_16_bit_grayscale_is_scaled_not_clipped(tmp_path):
+    values = _gradient_16bit()
+    src = tmp_path / "photos"
+    src.mkdir()
+    (src / "gradient.png").write_bytes(encoded(Image.fromarray(values), "PNG"))  # I;16 on read
+    out = str(tmp_path / "out")
+    manifest = pc.prepare(
+        str(src), out, size=32, fmt="raw", split_fractions=(1, 0, 0), workers=1, verbose=False
+    )
+    assert manifest["crop"] == "center" and manifest["skipped"] == []
+    (record,) = read_split(out, manifest, "train")
+    image = image_of(record).astype(int)  # (32, 32, 3)
+    assert (image[..., 0] == image[..., 1]).all() and (image[..., 0] == image[..., 2]).all()
+    expected = np.asarray(
+        Image.fromarray((values[:, 16:48] / 257).round().astype(np.uint8)).resize(
+            (32, 32), Image.LANCZOS
+        )
+    )
+    assert np.abs(image[..., 0] - expected).max() <= 1  # clipping made ~all of it 255
+    assert image.mean() == pytest.approx(127.5, abs=3)
+
+
+def test_32_bit_grayscale_is_scaled_by_its_known_range_or_skipped():
+    recipe = pc.Recipe(size=16, crop="none", fmt="raw")
+
+    def gray(values: np.ndarray) -> np.ndarray:
+        payload, _ = pc.transform(encoded(Image.fromarray(values), "TIFF"), recipe)
+        return np.frombuffer(payload, np.uint8).reshape(16, 16, 3)[..., 0]
+
+    sixteen = np.tile(np.linspace(0, 65535, 16).round(), (16, 1))  # (16, 16)
+    expected = (sixteen / 257).round()
+    assert np.abs(gray(sixteen.astype(np.int32)) - expected).max() <= 1  # mode I
+    assert np.abs(gray((sixteen / 65535).astype(np.float32)) - expected).max() <= 1  # mode F
+    with pytest.raises(pc._SkipError, match=r"F grayscale with values 0\.0\.\.2\.0"):
+        gray((sixteen / 65535 * 2).astype(np.float32))
+    with pytest.raises(pc._SkipError, match="no known range"):
+        gray(sixteen.astype(np.int32) - 100)
+
+
+def test_txt_header_that_names_the_file_column(tmp_path):
+    src = write_celeba(tmp_path / "src", faces(6))
+    for file in ("list_attr_celeba.txt", "list_landmarks_align_celeba.txt"):
+        path = pathlib.Path(src, file)
+        header = path.read_text().splitlines()[1]
+        _replace_line(path, 2, "image_id " + header)
+    out = str(tmp_path / "out")
+    manifest = pc.prepare(src, out, workers=1, verbose=False)
+    assert manifest["attribute_names"] == list(schema.CELEBA_ATTRIBUTES)
+    records = [r for split in manifest["splits"] for r in read_split(out, manifest, split)]
+    assert len(records) == 6
+    for r in records:
+        i = int(r["index"])
+        assert r["attributes"].tolist() == [int(v == 1) for v in attributes_of(i)]
 
 
 def test_bad_images_are_skipped_with_reasons_and_odd_modes_converted(tmp_path, capsys):
@@ -441,7 +523,11 @@ def test_crop_box_landmarks_and_shard_size():
     assert pc.crop_box((1, 2, 3, 4), 9, 9) == (1, 2, 3, 4)
     assert pc.move_landmarks([10, 30, 178, 218], (0, 40, 178, 218), 89) == [5, -5, 89, 89]
     assert pc.parse_crop("0, 40,178,218") == (0, 40, 178, 218)
-    assert pc.parse_crop("Center") == "center"
+    assert pc.parse_crop("Center") == "center" and pc.parse_crop("auto") == "auto"
+    assert pc.resolve_crop("auto", "official") == pc.resolve_crop("auto", "kaggle")
+    assert pc.resolve_crop("auto", "kaggle") == schema.CELEBA_CROP
+    assert pc.resolve_crop("auto", "folder") == "center"
+    assert pc.resolve_crop("none", "folder") == "none"
     with pytest.raises(ValueError, match="--crop"):
         pc.parse_crop("0,40,178")
     with pytest.raises(ValueError, match="crop box"):

@@ -13,10 +13,7 @@ import pytest
 import tensorflow as tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = [
-    "--batch_size=8", "--z_dim=8", "--filters=8,16", "--shuffle_buffer=64", "--cache=none",
-    "--log_every_steps=1",
-]  # fmt: skip
+TINY = ["--batch_size=8", "--z_dim=8", "--filters=8,16", "--shuffle_buffer=64", "--cache=none"]
 
 
 def train(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -91,7 +88,7 @@ def test_tensorboard_has_scalars_and_images(run_two_steps):
     for tag in ("loss", "reconstruction_loss", "kl_loss", "elbo", "bits_per_dim",
                 "learning_rate", "images_per_sec", "input_wait_fraction"):  # fmt: skip
         assert tag in train_events, sorted(train_events)
-    assert [step for step, _ in train_events["loss"]] == [1, 2]
+    assert [step for step, _ in train_events["loss"]] == [2]  # the epoch's means
     samples = tf.make_ndarray(train_events["samples"][0][1])  # [width, height, png bytes]
     assert samples[2][:4] == b"\x89PNG"
     assert "reconstructions" in train_events
@@ -102,9 +99,12 @@ def test_tensorboard_has_scalars_and_images(run_two_steps):
 def test_same_command_resumes_and_extends(run_two_steps, tiny_data_dir):
     workdir, _ = run_two_steps
     # Flags left out come from config.json; a larger --epochs continues the step count.
-    done = train(f"--workdir={workdir}", "--epochs=2")
+    done = train(f"--workdir={workdir}", "--epochs=2", "--learning_rate=0.0005")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "(step 2)" in done.stdout
+    # The new learning rate wins over the one restored with the optimizer.
+    rates = dict(events(os.path.join(workdir, "logs", "train"))["learning_rate"])
+    assert tf.make_ndarray(rates[4]) == pytest.approx(0.0005)
     assert tf.train.latest_checkpoint(os.path.join(workdir, "ckpt")).endswith("ckpt-4")
     assert os.path.isfile(os.path.join(workdir, "samples", "epoch_0002.png"))
 
@@ -118,8 +118,10 @@ def test_model_config_mismatch_stops(run_two_steps, tiny_data_dir):
 
 def test_sigkill_then_rerun_resumes(tiny_data_dir, tmp_path):
     workdir = str(tmp_path / "w")
-    args = [f"--data_dir={tiny_data_dir}", f"--workdir={workdir}", "--epochs=1",
-            "--steps_per_epoch=400", "--checkpoint_every_steps=2"]  # fmt: skip
+    args = [
+        f"--data_dir={tiny_data_dir}", f"--workdir={workdir}", "--epochs=1",
+        "--steps_per_epoch=300", "--checkpoint_every_steps=2", "--eval_every_epochs=5",
+    ]  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, "train.py"), *TINY, *args], cwd=ROOT,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -127,24 +129,34 @@ def test_sigkill_then_rerun_resumes(tiny_data_dir, tmp_path):
     state = os.path.join(workdir, "ckpt", "checkpoint")
     deadline = time.time() + 180
     while not os.path.exists(state) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert os.path.exists(state), "no checkpoint before the deadline"
+    latest = tf.train.latest_checkpoint(os.path.join(workdir, "ckpt"))
+    assert latest, "no checkpoint before the deadline"
     config_before = read_json(os.path.join(workdir, "config.json"))
-    done = train(*args[:2], "--epochs=1", "--steps_per_epoch=4", "--checkpoint_every_steps=2")
+    done = train(*args)  # the same command
     assert done.returncode == 0, done.stderr[-3000:]
-    resumed_at = int(done.stdout.split("(step ")[1].split(")")[0])
-    assert resumed_at > 0
+    assert f"(step {int(latest.rsplit('-', 1)[1])})" in done.stdout  # nothing saved is lost
+    assert tf.train.latest_checkpoint(os.path.join(workdir, "ckpt")).endswith("ckpt-300")
     config_after = read_json(os.path.join(workdir, "config.json"))
-    assert config_after["model"] == config_before["model"]
+    assert config_after == config_before
 
 
 def test_non_finite_loss_stops_with_advice(tiny_data_dir, tmp_path):
-    done = train(f"--data_dir={tiny_data_dir}", f"--workdir={tmp_path / 'w'}", "--epochs=1",
-                 "--steps_per_epoch=20", "--learning_rate=1e30")  # fmt: skip
+    workdir = tmp_path / "w"
+    done = train(
+        f"--data_dir={tiny_data_dir}", f"--workdir={workdir}", "--epochs=1",
+        "--steps_per_epoch=20", "--learning_rate=1e30", "--checkpoint_every_steps=1",
+    )  # fmt: skip
     assert done.returncode != 0
     assert "non-finite at step" in done.stderr and "--learning_rate" in done.stderr
+    bad_step = int(done.stderr.split("non-finite at step ")[1].split(".")[0])
+    latest = tf.train.latest_checkpoint(str(workdir / "ckpt"))
+    if bad_step > 1:  # the last good step was kept, the bad one was not saved
+        assert latest.endswith(f"ckpt-{bad_step - 1}") and latest in done.stderr
+    else:
+        assert latest is None and "none yet" in done.stderr
 
 
 @pytest.mark.parametrize(
@@ -169,6 +181,8 @@ def test_mirrored_over_two_logical_cpus(tiny_data_dir, tmp_path):
                  "--steps_per_epoch=2", "--strategy=mirrored", "--logical_cpus=2")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 replica(s)" in done.stdout
+    # 5 validation images cannot fill a batch of 4 per replica: skipped, not reported as 0.
+    assert "validation skipped" in done.stdout and "validation loss 0 " not in done.stdout
 
 
 def test_benchmark_prints_one_json_line(tiny_data_dir):

@@ -37,9 +37,9 @@ import functools
 import math
 import multiprocessing
 import os
+import re
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -844,14 +844,66 @@ def _draw_all(image_dir: str, n: int, seed: int, workers: int, verbose: bool) ->
     return rows
 
 
+# What write_source puts in --out for either layout; --overwrite replaces nothing else.
+_OWN_LABEL_FILES = {
+    "list_eval_partition.txt", "list_eval_partition.csv", "list_attr_celeba.txt",
+    "list_attr_celeba.csv", "list_landmarks_align_celeba.txt",
+    "list_landmarks_align_celeba.csv", "identity_CelebA.txt",
+}  # fmt: skip
+_OWN_IMAGE = re.compile(r"\d{6}\.jpg")
+
+
+def _stray_file(out_dir: str) -> str | None:
+    """The first path under out_dir that this tool does not write, or None."""
+    image_dirs = set(IMAGE_DIRS.values())
+    for folder, dirs, names in os.walk(out_dir):
+        rel = os.path.relpath(folder, out_dir)
+        parts = () if rel == "." else tuple(rel.split(os.sep))
+        for name in sorted(names):
+            if parts in image_dirs:
+                own = _OWN_IMAGE.fullmatch(name) is not None
+            else:
+                own = not parts and name in _OWN_LABEL_FILES
+            if not own:
+                return os.path.join(*parts, name)
+        for name in sorted(dirs):  # os.walk then descends only into the image folders
+            if not any(d[: len(parts) + 1] == (*parts, name) for d in image_dirs):
+                return os.path.join(*parts, name) + os.sep
+    return None
+
+
 def _check_target(out_dir: str, overwrite: bool) -> None:
     if os.path.isfile(out_dir):
         raise FileExistsError(f"--out {out_dir} is a file: choose a folder path for --out")
-    if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
+    if not os.path.isdir(out_dir) or not os.listdir(out_dir):
+        return
+    stray = _stray_file(out_dir)
+    if stray is not None:
         raise FileExistsError(
-            f"--out {out_dir} already exists and is not empty: pass --overwrite "
+            f"--out {out_dir} holds {stray}, which make_synthetic does not write: refusing to "
+            "replace the folder, even with --overwrite; choose another --out or empty it yourself"
+        )
+    if not overwrite:
+        raise FileExistsError(
+            f"--out {out_dir} already holds a synthetic source: pass --overwrite "
             "(overwrite=True) to replace it, or choose another --out"
         )
+
+
+def _sibling(out_dir: str, suffix: str) -> str:
+    parent, name = os.path.split(out_dir)
+    return os.path.join(parent, f".{name}.{suffix}")
+
+
+def _fresh_temp_dir(out_dir: str) -> str:
+    """An empty folder beside out_dir, with a fixed name so a killed run's leftover is removed.
+
+    prepare_celeba has the same helper, but importing it would import TensorFlow.
+    """
+    tmp = _sibling(out_dir, "incomplete")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    return tmp
 
 
 def _move_into_place(tmp: str, out_dir: str, overwrite: bool) -> None:
@@ -860,8 +912,9 @@ def _move_into_place(tmp: str, out_dir: str, overwrite: bool) -> None:
         os.replace(tmp, out_dir)
         return
     # Move the old folder aside first so out_dir is never missing a complete source.
-    old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-", dir=os.path.dirname(tmp))
-    os.replace(out_dir, os.path.join(old, "source"))
+    old = _sibling(out_dir, "old")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(out_dir, old)
     os.replace(tmp, out_dir)
     shutil.rmtree(old)
 
@@ -878,10 +931,12 @@ def write_source(
 ) -> dict[str, Any]:
     """Writes n synthetic faces as a CelebA source at `out_dir`; returns a summary.
 
-    The source is built in a temporary folder beside `out_dir` and renamed at the end, so
-    an interrupted run leaves nothing behind. An existing non-empty `out_dir` is refused
-    unless `overwrite`. `workers` defaults to all cores; the files do not depend on it.
-    `verbose` prints a progress line and a summary line on stderr.
+    The source is built in `.<name>.incomplete` beside `out_dir` and renamed at the end; an
+    interrupted run removes it, and a killed run's leftover is removed by the next run. An
+    existing non-empty `out_dir` is refused unless `overwrite`, and always when it holds
+    anything this tool does not write (a user's files are never deleted). `workers`
+    defaults to all cores; the files do not depend on it. `verbose` prints a progress line
+    and a summary line on stderr.
     Summary: n, layout, out_dir, identities, splits {train, validation, test}, seconds,
     images_per_second.
     """
@@ -897,7 +952,7 @@ def write_source(
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
     start = time.perf_counter()
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
+    tmp = _fresh_temp_dir(out_dir)
     try:
         image_dir = os.path.join(tmp, *IMAGE_DIRS[layout])
         os.makedirs(image_dir)

@@ -2,7 +2,8 @@
 
     python -m tools.prepare_celeba --src ~/celeba --out data/celeba96
 
-Every image is cropped (default: the original recipe's box (0, 40, 178, 218)), resized to
+Every image is cropped (default "auto": the original recipe's box (0, 40, 178, 218) for
+CelebA's aligned 178x218 faces, the largest centred square for a plain folder), resized to
 --size x --size and encoded; its labels go along: attributes as 0/1, landmarks moved into
 output pixel coordinates by the same crop and scale, identities as ints. Decoding and resizing
 run in worker processes that use PIL only; the main process writes the shards in source order,
@@ -31,6 +32,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 from absl import app, flags
 from PIL import Image, ImageOps
@@ -38,9 +40,11 @@ from PIL import Image, ImageOps
 from pipeline import schema
 from tools.cli import Progress
 
-Crop = tuple[int, int, int, int] | str  # a (left, top, right, bottom) box, "center" or "none"
+# A (left, top, right, bottom) box, "center", "none", or "auto" (resolved by resolve_crop).
+Crop = tuple[int, int, int, int] | str
 Box = tuple[int, int, int, int]
 
+CROP_WORDS = ("auto", "center", "none")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 IMAGE_DIR = "img_align_celeba"
 LABEL_STEMS = {
@@ -73,7 +77,7 @@ class Recipe:
     """What happens to every image: crop, resize to size x size, encode."""
 
     size: int = schema.IMAGE_SIZE
-    crop: Crop = schema.CELEBA_CROP
+    crop: Crop = "auto"
     resample: str = schema.DEFAULT_RESAMPLE
     fmt: str = schema.DEFAULT_FORMAT
     quality: int = schema.DEFAULT_QUALITY
@@ -88,8 +92,8 @@ class Recipe:
         if not 1 <= self.quality <= 100:
             raise ValueError(f"quality must be in 1..100, got {self.quality}")
         if isinstance(self.crop, str):
-            if self.crop not in ("center", "none"):
-                raise ValueError(f"crop {self.crop!r} is not a box, 'center' or 'none'")
+            if self.crop not in CROP_WORDS:
+                raise ValueError(f"crop {self.crop!r} is not a box, 'auto', 'center' or 'none'")
         else:
             left, top, right, bottom = self.crop
             if not 0 <= left < right or not 0 <= top < bottom:
@@ -99,9 +103,9 @@ class Recipe:
 
 
 def parse_crop(text: str) -> Crop:
-    """`--crop` text: "left,top,right,bottom", "center" or "none"."""
+    """`--crop` text: "left,top,right,bottom", "auto", "center" or "none"."""
     text = text.strip().lower()
-    if text in ("center", "none"):
+    if text in CROP_WORDS:
         return text
     parts = text.split(",")
     try:
@@ -110,13 +114,25 @@ def parse_crop(text: str) -> Crop:
         box = ()
     if len(box) != 4:
         raise ValueError(
-            f"--crop={text!r}: give left,top,right,bottom (e.g. 0,40,178,218), center or none"
+            f"--crop={text!r}: give left,top,right,bottom (e.g. 0,40,178,218), auto, center or none"
         )
     return box  # type: ignore[return-value]
 
 
+def resolve_crop(crop: Crop, layout: str) -> Crop:
+    """ "auto" -> CelebA's box for its aligned 178x218 faces, "center" for any other images.
+
+    The box would silently cut the top-left 178x218 out of a larger photo of a plain folder.
+    """
+    if crop != "auto":
+        return crop
+    return "center" if layout == "folder" else schema.CELEBA_CROP
+
+
 def crop_box(crop: Crop, width: int, height: int) -> Box:
-    """The box cut out of a width x height image."""
+    """The box cut out of a width x height image; `crop` is resolved (not "auto")."""
+    if crop == "auto":
+        raise ValueError("crop 'auto' depends on the source layout: pass it through resolve_crop")
     if crop == "none":
         return (0, 0, width, height)
     if crop == "center":
@@ -139,11 +155,36 @@ class _SkipError(Exception):
     """An input that cannot enter the dataset; the message is the reason in the manifest."""
 
 
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit or 32-bit grayscale -> 8-bit "L" over the range its mode implies.
+
+    convert("RGB") clips these values at 255, which turns a 16-bit image near-white. The
+    range is taken from the mode, not the image's min/max, so brightness stays as shot:
+    I;16* is 0..65535; I (how Pillow decodes some 16-bit PNG/TIFF) is read as 16-bit when its
+    values fit 0..65535; F is read as 0..1. Other values have no known range: skipped.
+    """
+    values = np.asarray(image)  # (H, W) uint16, int32 or float32
+    low, high = (values.min(), values.max()) if values.size else (0, 0)
+    if image.mode.startswith("I;16") or (image.mode == "I" and low >= 0 and high <= 65535):
+        top = 65535.0
+    elif image.mode == "F" and low >= 0 and high <= 1:
+        top = 1.0
+    else:
+        raise _SkipError(
+            f"{image.mode} grayscale with values {low}..{high}: no known range to map to "
+            "8 bits (expected 0..65535 for integers, 0..1 for floats); convert it to 8 bits first"
+        )
+    scaled = np.round(values.astype(np.float64) * (255 / top)).astype(np.uint8)  # (H, W)
+    return Image.fromarray(scaled, "L")
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.getexif().get(0x0112, 1) != 1:  # EXIF orientation: photos from phones
         image = ImageOps.exif_transpose(image)
     if image.mode == "RGB":
         return image
+    if image.mode.startswith("I") or image.mode == "F":
+        return _to_8bit(image).convert("RGB")
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         # Transparent pixels hold arbitrary colours; show them as a white background instead.
         rgba = image.convert("RGBA")
@@ -160,6 +201,8 @@ def transform(data: bytes, recipe: Recipe) -> tuple[bytes, Box]:
         with Image.open(io.BytesIO(data)) as decoded:
             decoded.load()  # raises on truncated data instead of filling it with grey
             image = _to_rgb(decoded)
+    except _SkipError:
+        raise
     except Exception as e:  # PIL raises many types for bad data; every one means "skip it"
         raise _SkipError(f"not a readable image ({type(e).__name__}: {e})") from e
     width, height = image.size
@@ -341,6 +384,8 @@ def _parse_table(where: str, text: str, is_csv: bool) -> _Table:
         names = None
         if lines and not _is_image(lines[0][1][0]):  # rows start with a file name, headers not
             names, lines = lines[0][1], lines[1:]
+            if lines and len(names) == len(lines[0][1]):  # the header names the file column too
+                names = names[1:]
         body = lines
     rows: dict[str, tuple[int, list[str]]] = {}
     for no, tokens in body:
@@ -431,15 +476,18 @@ class Source:
 
 
 def _split_by_fractions(ids: list[str], fractions: Sequence[float], seed: int) -> list[str]:
-    """A seeded split with exact counts; ranking by a hash of (seed, id) keeps it stable."""
-    n = len(ids)
-    n_train = round(fractions[0] * n)
-    n_validation = min(round(fractions[1] * n), n - n_train)
+    """A seeded split with exact counts; ranking by a hash of (seed, id) keeps it stable.
+
+    The cumulative boundaries are rounded, not each count, so a split of fraction 0 stays empty.
+    """
+    n, total = len(ids), sum(fractions)
+    n_train = round(fractions[0] / total * n)
+    n_train_validation = round((fractions[0] + fractions[1]) / total * n)
     order = sorted(range(n), key=lambda i: hashlib.sha256(f"{seed}/{ids[i]}".encode()).digest())
     splits = [""] * n
     for rank, i in enumerate(order):
         splits[i] = (
-            "train" if rank < n_train else "validation" if rank < n_train + n_validation else "test"
+            "train" if rank < n_train else "validation" if rank < n_train_validation else "test"
         )
     return splits
 
@@ -801,7 +849,7 @@ def prepare(
     out: str,
     *,
     size: int = schema.IMAGE_SIZE,
-    crop: Crop = schema.CELEBA_CROP,
+    crop: Crop = "auto",
     resample: str = schema.DEFAULT_RESAMPLE,
     fmt: str = schema.DEFAULT_FORMAT,
     quality: int = schema.DEFAULT_QUALITY,
@@ -817,8 +865,10 @@ def prepare(
     """Prepares `src` (CelebA folder/.zip or image folder) as a dataset in `out`.
 
     Args mirror the command-line flags; examples_per_shard 0 sizes shards automatically,
-    workers None uses every core, compression is None or "GZIP". With `verbose`, progress
-    goes to stderr and a summary line to stdout. Returns the manifest as written.
+    workers None uses every core, compression is None or "GZIP", crop "auto" is CelebA's box
+    for the official and Kaggle layouts and "center" for an image folder (see resolve_crop).
+    With `verbose`, progress goes to stderr and a summary line to stdout. Returns the
+    manifest as written.
     Raises PrepareError for an unusable source or --out, ValueError for bad arguments.
     """
     recipe = Recipe(size=size, crop=crop, resample=resample, fmt=fmt, quality=quality)
@@ -837,6 +887,7 @@ def prepare(
     _check_out(out, overwrite)
     start = time.perf_counter()
     source = scan_source(src, split_fractions=split_fractions, seed=seed, limit=limit)
+    recipe = dataclasses.replace(recipe, crop=resolve_crop(crop, source.layout))
     tmp = _fresh_temp_dir(out, say)
     try:
         progress = Progress(len(source.items), "prepare_celeba") if verbose else None
@@ -861,7 +912,7 @@ def prepare(
                 "format": fmt,
                 "quality": quality,
             },
-            "crop": crop if isinstance(crop, str) else list(crop),
+            "crop": recipe.crop if isinstance(recipe.crop, str) else list(recipe.crop),
             "resample": resample,
             "compression": compression,
             "source": {"layout": source.layout, "path": source.path, "archive": source.archive},
@@ -899,8 +950,9 @@ def define_flags() -> None:
     )
     flags.DEFINE_string(
         "crop",
-        ",".join(map(str, schema.CELEBA_CROP)),
-        "Box left,top,right,bottom cut before resizing, 'center' (largest square) or 'none'.",
+        "auto",
+        "Cut before resizing: 'auto' (CelebA: 0,40,178,218; folder: center), a box "
+        "left,top,right,bottom, 'center' (largest square) or 'none'.",
     )
     flags.DEFINE_enum(
         "resample", schema.DEFAULT_RESAMPLE, list(RESAMPLE_FILTERS), "PIL resize filter."
