@@ -31,7 +31,7 @@ from model import workdir as wd
 from model.networks import NetworkConfig
 from model.vae import NON_FINITE_INPUT, VAE
 from pipeline import dataset
-from pipeline.schema import PREPARE_HINT, DatasetError
+from pipeline.schema import DatasetError
 from tools.grid import make_grid, save_grid
 
 # Data.
@@ -448,12 +448,7 @@ def next_batches(iterator: Iterator, n: int, data_dir: str) -> list:
     try:
         return [next(iterator) for _ in range(n)]
     except tf.errors.DataLossError as e:
-        try:
-            dataset.verify(data_dir)  # names the shard whose bytes differ from the manifest
-        except DatasetError as named:
-            sys.exit(f"--data_dir={data_dir}: {named}")
-        hint = PREPARE_HINT.format(data_dir=data_dir)
-        sys.exit(f"--data_dir={data_dir}: unreadable shard ({e.message}): `{hint} --overwrite`")
+        sys.exit(f"--data_dir={data_dir}: {dataset.explain_data_loss(data_dir, e)}")
 
 
 def step_of(model: VAE) -> int:

@@ -3,19 +3,23 @@
 A prepared dataset is a folder of TFRecord shards beside `dataset.json` (see
 pipeline/schema.py). `load` builds, for training:
 
-    shard files -> shuffled per epoch -> parallel interleaved reads -> [this pipeline's part]
+    shard files -> parallel interleaved reads, in a fixed order -> [this pipeline's part]
       -> parse + decode whole chunks (uint8) -> cache -> shuffle -> repeat -> batch
       -> random flip -> float32 / 255 on whole batches -> prefetch
 
-Without a cache, the shuffle buffer holds the serialized records instead and
-decoding happens on the final batches: encoded JPEG records are several times smaller than
-decoded pixels, so host memory stays flat (bounded by the buffer, not the
-dataset) and no unbatch/rebatch is needed. Evaluation reads every example once,
-in a fixed order, and keeps the last partial batch.
+Everything before the cache runs in a fixed order, so a disk cache filled by a training
+run holds the same order an evaluation expects.
+
+Without a cache, the shard order is shuffled every epoch, the shuffle buffer holds the
+serialized records instead and decoding happens on the final batches: encoded JPEG
+records are several times smaller than decoded pixels, so host memory stays flat
+(bounded by the buffer, not the dataset) and no unbatch/rebatch is needed. Evaluation
+reads every example once, in a fixed order, and keeps the last partial batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -38,6 +42,10 @@ _CYCLE_LENGTH = 8
 # cache="auto" caches in memory when the decoded split needs at most this share of free RAM.
 _AUTO_CACHE_FRACTION = 0.5
 _CACHE_MODES = ("auto", "memory", "none", "disk:<path>")
+# Linux's memory figures; module constants so tests can point them elsewhere.
+_MEMINFO = "/proc/meminfo"
+_CGROUP_MAX = "/sys/fs/cgroup/memory.max"
+_CGROUP_CURRENT = "/sys/fs/cgroup/memory.current"
 
 
 # --------------------------------------------------------------------------- manifest facts
@@ -124,26 +132,54 @@ def verify(data_dir: str) -> None:
     logging.info("verified every shard of %s against its manifest", data_dir)
 
 
+def explain_data_loss(data_dir: str, error: Exception) -> schema.DatasetError:
+    """The DatasetError to raise for a DataLossError met while reading `data_dir`.
+
+    TensorFlow's "corrupted record at N" names no file: `verify` finds the shard whose
+    bytes differ from the manifest. When every shard matches, the error quotes
+    TensorFlow's message with the re-prepare hint.
+
+        except tf.errors.DataLossError as e:
+            raise dataset.explain_data_loss(data_dir, e) from e
+    """
+    try:
+        verify(data_dir)
+    except schema.DatasetError as named:
+        return named
+    message = getattr(error, "message", None) or str(error)
+    return schema.DatasetError(
+        f"reading {data_dir} failed ({message}), though every shard matches "
+        f"{schema.manifest_path(data_dir)}: {_rerun_hint(data_dir)}"
+    )
+
+
 # --------------------------------------------------------------------------- cache choice
 
 
-def _available_memory() -> int:
-    """Bytes of RAM this process can still use: MemAvailable, capped by a cgroup v2 limit."""
-    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    try:
-        with open("/proc/meminfo") as f:
+def _available_memory() -> int | None:
+    """Bytes of RAM this process can still use: MemAvailable, capped by a cgroup v2 limit.
+
+    None when no source answers: macOS's os.sysconf raises ValueError for
+    SC_AVPHYS_PAGES and there is no /proc there; Windows has no os.sysconf.
+    """
+    available = None
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:  # MemAvailable also counts reclaimable page cache, unlike SC_AVPHYS_PAGES
+        with open(_MEMINFO) as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
                     available = int(line.split()[1]) * 1024
-    except OSError:
+    except (OSError, ValueError):
         pass
     try:  # containers: the cgroup limit, not the host's RAM, is what counts
-        with open("/sys/fs/cgroup/memory.max") as f:
+        with open(_CGROUP_MAX) as f:
             limit = f.read().strip()
-        with open("/sys/fs/cgroup/memory.current") as f:
+        with open(_CGROUP_CURRENT) as f:
             used = int(f.read())
         if limit != "max":
-            available = min(available, int(limit) - used)
+            left = int(limit) - used
+            available = left if available is None else min(available, left)
     except (OSError, ValueError):
         pass
     return available
@@ -160,6 +196,14 @@ def resolve_cache(cache: str, data_dir: str, split: str) -> str:
     height, width, channels = _image_info(manifest)[0]
     needed = count * height * width * channels
     available = _available_memory()
+    if available is None:
+        logging.info(
+            "cache=auto chose 'none' for split %r: available RAM cannot be measured on this "
+            "system (decoded uint8 images need %.2f GB); pass cache='memory' to cache anyway",
+            split,
+            needed / 1e9,
+        )
+        return "none"
     choice = "memory" if needed <= _AUTO_CACHE_FRACTION * available else "none"
     logging.info(
         "cache=auto chose %r for split %r: decoded uint8 images need %.2f GB, %.2f GB of RAM "
@@ -250,8 +294,13 @@ def _records(
     shuffle_files: bool,
     seed: int | None,
     input_context: tf.distribute.InputContext | None,
+    deterministic: bool,
 ) -> tf.data.Dataset:
-    """Serialized records of the split, or of this input pipeline's part of it."""
+    """Serialized records of the split, or of this input pipeline's part of it.
+
+    `deterministic` fixes the interleaved order even when the pipeline's options allow
+    out-of-order elements (an unseeded training run).
+    """
     pipelines = input_context.num_input_pipelines if input_context else 1
     part = input_context.input_pipeline_id if input_context else 0
     by_shard = pipelines > 1 and len(files) >= pipelines
@@ -266,7 +315,7 @@ def _records(
         lambda path: tf.data.TFRecordDataset(path, compression_type=compression or ""),
         cycle_length=min(len(files), _CYCLE_LENGTH),
         num_parallel_calls=AUTOTUNE,
-        deterministic=True if by_example else None,
+        deterministic=True if by_example or deterministic else None,
     )
     if by_example:
         ds = ds.shard(pipelines, part)
@@ -345,8 +394,9 @@ def load(
       split: a split in the manifest, e.g. "train" or "validation".
       batch_size: the global batch; with `input_context` each pipeline yields its
         per-replica share.
-      training: shuffle (shard order, then records, again every epoch), flip if asked,
-        repeat and drop the last partial batch by default. Otherwise one pass in a fixed order.
+      training: shuffle (records, and the shard order when nothing is cached; again every
+        epoch), flip if asked, repeat and drop the last partial batch by default. Otherwise one
+        pass in a fixed order.
       cache: "memory" (decoded uint8), "disk:<folder>", "none" or "auto" (memory when the
         decoded split fits comfortably in RAM).
       shuffle_buffer: examples in the shuffle buffer (training only).
@@ -375,14 +425,18 @@ def load(
         batch_size = input_context.get_per_replica_batch_size(batch_size)
 
     parse = _parser(manifest, with_labels)
+    # What is cached must come in one fixed order: a disk cache filled by a training run is
+    # read by later evaluations, and the shuffle after the cache still mixes every epoch.
+    cached = mode != "none"
     records = _records(
         files,
         manifest.get("compression"),
-        shuffle_files=training,
+        shuffle_files=training and not cached,
         seed=seed,
         input_context=input_context,
+        deterministic=cached,
     )
-    if mode == "none":
+    if not cached:
         # Shuffle the small encoded records and decode whole final batches (module docstring).
         if training:
             records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
@@ -391,7 +445,10 @@ def load(
         ds = records.batch(batch_size, drop_remainder=drop_remainder)
         ds = ds.map(parse, num_parallel_calls=AUTOTUNE)
     else:
-        ds = records.batch(_DECODE_CHUNK).map(parse, num_parallel_calls=AUTOTUNE).unbatch()
+        ds = records.batch(_DECODE_CHUNK).map(
+            parse, num_parallel_calls=AUTOTUNE, deterministic=True
+        )
+        ds = ds.unbatch()
         ds = _cache(ds, mode, manifest, split, with_labels, input_context)
         if training:
             ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)

@@ -1,4 +1,4 @@
-"""Smoke test of the pipeline benchmark CLI on a tiny raw-format dataset."""
+"""Tests of the pipeline benchmark CLI on tiny raw-format datasets."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
+from absl import flags
 
 from pipeline import schema
+from tools import bench_pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,26 +56,84 @@ def _write_tiny_dataset(data_dir: str, count: int = 12, size: int = 8) -> None:
     )
 
 
-def test_prints_one_json_line_per_mode(tmp_path) -> None:
+def _bench(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "tools.bench_pipeline", *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_prints_one_json_line_per_folder_and_mode(tmp_path) -> None:
+    small, large = str(tmp_path / "small"), str(tmp_path / "large")
+    _write_tiny_dataset(small, count=12)
+    _write_tiny_dataset(large, count=20)  # the same format: both folders must run
+    result = _bench(
+        f"--data_dir={small}",
+        f"--data_dir={large}",
+        "--batch_size=4",
+        "--epochs=1",
+        "--modes=raw-memory",
+    )
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert [(r["data_dir"], r["num_examples"]) for r in records] == [(small, 12), (large, 20)]
+    assert all(r["mode"] == "raw-memory" for r in records)
+    assert all(r["images_per_s"] > 0 and r["peak_rss_mb"] > 0 for r in records)
+
+
+def test_plan_runs_every_folder_with_each_mode_of_its_format(tmp_path) -> None:
+    small, large = str(tmp_path / "small"), str(tmp_path / "large")
+    _write_tiny_dataset(small, count=12)
+    _write_tiny_dataset(large, count=20)
+    assert bench_pipeline.plan([small, large], []) == [
+        ("raw-none", small, "none"),
+        ("raw-memory", small, "memory"),
+        ("raw-none", large, "none"),
+        ("raw-memory", large, "memory"),
+    ]
+    assert bench_pipeline.plan([small, large], ["raw-disk"]) == [
+        ("raw-disk", small, "disk"),
+        ("raw-disk", large, "disk"),
+    ]
+
+
+def test_flags_are_defined_by_run_not_at_import() -> None:
+    # train.py defines --data_dir, --batch_size and --epochs too: importing must not clash.
+    code = (
+        "from absl import flags\n"
+        "import tools.bench_pipeline\n"
+        "for name in ('data_dir', 'batch_size', 'epochs', 'split'):\n"
+        "    flags.DEFINE_string(name, None, 'another CLI')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("flag", ["--epochs=0", "--batch_size=0"])
+def test_rejects_non_positive_counts(flag: str) -> None:
+    flag_values = flags.FlagValues()
+    bench_pipeline.define_flags(flag_values)
+    with pytest.raises(flags.IllegalFlagValueError, match=flag.partition("=")[0][2:]):
+        flag_values(["bench_pipeline", "--data_dir=x", flag])
+
+
+def test_corrupt_shard_is_named(tmp_path) -> None:
     data_dir = str(tmp_path / "tiny")
     _write_tiny_dataset(data_dir)
-    command = [sys.executable, "-m", "tools.bench_pipeline", f"--data_dir={data_dir}"]
-    command += ["--batch_size=4", "--epochs=1", "--modes=raw-memory"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 1
-    record = json.loads(lines[0])
-    assert record["mode"] == "raw-memory"
-    assert record["num_examples"] == 12
-    assert record["images_per_s"] > 0 and record["peak_rss_mb"] > 0
+    path = os.path.join(data_dir, schema.shard_name("train", 0, 1))
+    with open(path, "r+b") as f:  # same size, one pixel byte flipped: a CRC error
+        f.seek(os.path.getsize(path) // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    result = _bench(f"--data_dir={data_dir}", "--modes=raw-none", "--in_process", "--epochs=1")
+    assert result.returncode != 0
+    assert "train-00000-of-00001" in result.stderr and "sha256" in result.stderr
 
 
 def test_rejects_unknown_mode(tmp_path) -> None:
     data_dir = str(tmp_path / "tiny")
     _write_tiny_dataset(data_dir)
-    command = [sys.executable, "-m", "tools.bench_pipeline", f"--data_dir={data_dir}"]
-    command += ["--modes=jpeg-none"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = _bench(f"--data_dir={data_dir}", "--modes=jpeg-none")
     assert result.returncode != 0
     assert "--modes 'jpeg-none'" in result.stderr

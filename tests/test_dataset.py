@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import shutil
 
@@ -258,21 +259,45 @@ def test_cache_modes_give_the_same_examples(datasets: dict[str, str], tmp_path) 
         assert sorted(_epoch(ds_kept)) == expected, cache
 
 
+def _cache_files(folder) -> dict[str, tuple[int, int]]:
+    """name -> (mtime in ns, size) of every file in a disk cache folder."""
+    return {
+        entry.name: (entry.stat().st_mtime_ns, entry.stat().st_size) for entry in os.scandir(folder)
+    }
+
+
 def test_disk_cache_is_split_specific_and_reused(datasets: dict[str, str], tmp_path) -> None:
     cache = f"disk:{tmp_path / 'cache'}"
     train = dataset.load(datasets["png"], "train", 4, training=False, cache=cache)
     first = _epoch(train)
-    written = sorted(os.listdir(tmp_path / "cache"))
+    written = _cache_files(tmp_path / "cache")
     assert written and all(name.startswith("train-") for name in written)
     again = dataset.load(datasets["png"], "train", 4, training=False, cache=cache)
     assert _epoch(again) == first
-    assert sorted(os.listdir(tmp_path / "cache")) == written  # reused, not rewritten
+    assert _cache_files(tmp_path / "cache") == written  # reused, not rewritten
     validation = dataset.load(datasets["png"], "validation", 4, training=False, cache=cache)
     assert len(_epoch(validation)) == 5
     labelled = dataset.load(
         datasets["png"], "train", 4, training=False, cache=cache, with_labels=True
     )
     assert sorted(_epoch(labelled)) == sorted(first)
+
+
+@pytest.mark.parametrize("seed", [None, 5])
+def test_disk_cache_filled_in_training_keeps_the_evaluation_order(
+    datasets: dict[str, str], tmp_path, seed: int | None
+) -> None:
+    expected = _epoch(dataset.load(datasets["png"], "train", 4, training=False, cache="none"))
+    cache = f"disk:{tmp_path / 'cache'}"
+    training = dataset.load(
+        datasets["png"], "train", 4, training=True, cache=cache, seed=seed, repeat=False
+    )
+    seen = _epoch(training)  # fills the cache
+    assert seen != sorted(seen)  # and is still shuffled: after the cache
+    written = _cache_files(tmp_path / "cache")
+    evaluation = dataset.load(datasets["png"], "train", 4, training=False, cache=cache)
+    assert _epoch(evaluation) == expected
+    assert _cache_files(tmp_path / "cache") == written  # read the training run's cache
 
 
 def test_resolve_cache(datasets: dict[str, str]) -> None:
@@ -283,6 +308,44 @@ def test_resolve_cache(datasets: dict[str, str]) -> None:
     for bad in ["disk:", "ram", ""]:
         with pytest.raises(ValueError, match="cache="):
             dataset.resolve_cache(bad, data_dir, "train")
+
+
+def _no_memory_figures(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """Makes this look like macOS: os.sysconf rejects the name and there is no /proc."""
+
+    def sysconf(name: str) -> int:
+        raise ValueError(f"unrecognized configuration name {name!r}")
+
+    monkeypatch.setattr(dataset.os, "sysconf", sysconf)
+    for name in ("_MEMINFO", "_CGROUP_MAX", "_CGROUP_CURRENT"):
+        monkeypatch.setattr(dataset, name, str(tmp_path / "absent" / name))
+
+
+def test_auto_cache_without_memory_figures_is_none(
+    datasets: dict[str, str], tmp_path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    _no_memory_figures(monkeypatch, tmp_path)
+    caplog.set_level(logging.INFO, logger="absl")
+    assert dataset._available_memory() is None
+    assert dataset.resolve_cache("auto", datasets["png"], "train") == "none"
+    assert "cannot be measured" in caplog.text
+    ds = dataset.load(datasets["png"], "train", 4, training=False)  # the default cache="auto"
+    assert sorted(_epoch(ds)) == list(range(_split_size("png")))
+
+
+def test_available_memory_sources(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_memory_figures(monkeypatch, tmp_path)
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:  8000 kB\nMemAvailable:  4000 kB\n")
+    monkeypatch.setattr(dataset, "_MEMINFO", str(meminfo))
+    assert dataset._available_memory() == 4000 * 1024
+    (tmp_path / "max").write_text("3000000\n")
+    (tmp_path / "current").write_text("1000000\n")
+    monkeypatch.setattr(dataset, "_CGROUP_MAX", str(tmp_path / "max"))
+    monkeypatch.setattr(dataset, "_CGROUP_CURRENT", str(tmp_path / "current"))
+    assert dataset._available_memory() == 2_000_000  # the cgroup leaves less than the host
+    monkeypatch.setattr(dataset, "_MEMINFO", str(tmp_path / "absent"))
+    assert dataset._available_memory() == 2_000_000  # the cgroup alone is enough
 
 
 # --------------------------------------------------------------------------- labels and flips
@@ -399,8 +462,19 @@ def test_corrupt_shard(datasets: dict[str, str], tmp_path) -> None:
     with pytest.raises(schema.DatasetError, match=r"train-00000-of-00003.*sha256.*--overwrite"):
         dataset.verify(data_dir)
     ds = dataset.load(data_dir, "train", 4, training=False)
-    with pytest.raises(tf.errors.DataLossError):  # TensorFlow's CRC check stops the epoch
+    with pytest.raises(tf.errors.DataLossError) as caught:  # TensorFlow's CRC check stops it
         _epoch(ds)
+    explained = dataset.explain_data_loss(data_dir, caught.value)
+    assert isinstance(explained, schema.DatasetError)
+    assert "train-00000-of-00003" in str(explained) and "--overwrite" in str(explained)
+
+
+def test_explain_data_loss_when_every_shard_matches(datasets: dict[str, str]) -> None:
+    error = tf.errors.DataLossError(None, None, "corrupted record at 12")
+    explained = dataset.explain_data_loss(datasets["png"], error)
+    assert isinstance(explained, schema.DatasetError)
+    assert "corrupted record at 12" in str(explained)
+    assert datasets["png"] in str(explained) and "prepare_celeba" in str(explained)
 
 
 def test_labels_need_attributes(datasets: dict[str, str]) -> None:

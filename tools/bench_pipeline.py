@@ -1,12 +1,12 @@
-"""Input pipeline throughput: one JSON line per mode (image format x cache).
+"""Input pipeline throughput: one JSON line per run (dataset folder x cache mode).
 
     python -m tools.bench_pipeline --data_dir data/celeba96 [--data_dir data/celeba96_png]
         [--batch_size 128] [--epochs 3] [--modes jpeg-none,jpeg-memory]
 
-Each mode runs in a fresh subprocess, so its peak RSS is its own: one warm-up
-epoch (which also fills a cache), then --epochs timed epochs of training-mode
-batches (shuffled, flipped, float32). Give one --data_dir per image format to
-compare formats.
+Each run is one --data_dir with one mode, in a fresh subprocess, so its peak RSS is
+its own: one warm-up epoch (which also fills a cache), then --epochs timed epochs of
+training-mode batches (shuffled, flipped, float32). Give several --data_dir to compare
+image formats, or folders of one format with different sizes to compare peak RSS.
 """
 
 from tools.cli import quiet_tensorflow
@@ -21,6 +21,7 @@ import tempfile
 import time
 from typing import Any
 
+import tensorflow as tf
 from absl import app, flags
 
 from pipeline import dataset, schema
@@ -29,16 +30,36 @@ from tools.cli import Progress
 CACHES = ("none", "memory", "disk")
 DEFAULT_CACHES = ("none", "memory")
 
-FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("data_dir", None, "Prepared dataset; repeat the flag, one per format.")
-flags.DEFINE_string("split", "train", "Split to read.")
-flags.DEFINE_integer("batch_size", 128, "Batch size.")
-flags.DEFINE_integer("epochs", 3, "Timed epochs after the warm-up epoch.")
-flags.DEFINE_list(
-    "modes", [], "FORMAT-CACHE pairs, e.g. jpeg-none,jpeg-disk; default: FORMAT-none,FORMAT-memory."
-)
-flags.DEFINE_integer("shuffle_buffer", 10_000, "Shuffle buffer, as in training.")
-flags.DEFINE_bool("in_process", False, "Run the single given mode in this process.")
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """The CLI's flags; defined by run(), so importing measure() adds none to another CLI."""
+    flags.DEFINE_multi_string(
+        "data_dir",
+        None,
+        "Prepared dataset; repeat the flag to compare folders.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string("split", "train", "Split to read.", flag_values=flag_values)
+    flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_integer(
+        "epochs", 3, "Timed epochs after the warm-up epoch.", lower_bound=1, flag_values=flag_values
+    )
+    flags.DEFINE_list(
+        "modes",
+        [],
+        "FORMAT-CACHE pairs, e.g. jpeg-none,jpeg-disk; default: FORMAT-none,FORMAT-memory.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_integer(
+        "shuffle_buffer",
+        10_000,
+        "Shuffle buffer, as in training.",
+        lower_bound=1,
+        flag_values=flag_values,
+    )
+    flags.DEFINE_bool(
+        "in_process", False, "Run the single given run in this process.", flag_values=flag_values
+    )
 
 
 def _format(data_dir: str) -> str:
@@ -46,19 +67,23 @@ def _format(data_dir: str) -> str:
 
 
 def plan(data_dirs: list[str], modes: list[str]) -> list[tuple[str, str, str]]:
-    """(mode, data_dir, cache) for each mode; by default every data_dir with none and memory."""
-    by_format = {_format(d): d for d in data_dirs}
-    if not modes:
-        return [(f"{fmt}-{c}", d, c) for fmt, d in by_format.items() for c in DEFAULT_CACHES]
-    runs = []
+    """(mode, data_dir, cache) runs: for each data_dir, each mode of its image format.
+
+    Without `modes`, every data_dir runs with the caches in DEFAULT_CACHES. Folders of one
+    format each get their own runs (e.g. 2,000 and 20,000 examples, to compare peak RSS).
+    """
+    formats = [_format(d) for d in data_dirs]
     for mode in modes:
         fmt, _, cache = mode.partition("-")
-        if fmt not in by_format or cache not in CACHES:
+        if fmt not in formats or cache not in CACHES:
             raise app.UsageError(
-                f"--modes {mode!r}: use FORMAT-CACHE with FORMAT one of {sorted(by_format)} "
+                f"--modes {mode!r}: use FORMAT-CACHE with FORMAT one of {sorted(set(formats))} "
                 f"(the formats of --data_dir) and CACHE one of {CACHES}"
             )
-        runs.append((mode, by_format[fmt], cache))
+    runs = []
+    for data_dir, fmt in zip(data_dirs, formats, strict=True):
+        wanted = modes or [f"{fmt}-{cache}" for cache in DEFAULT_CACHES]
+        runs += [(m, data_dir, m.partition("-")[2]) for m in wanted if m.partition("-")[0] == fmt]
     return runs
 
 
@@ -84,20 +109,23 @@ def measure(
             flip=True,
         )
         total = dataset.num_examples(data_dir, split)
-        start = time.perf_counter()
-        for _ in ds:  # warm-up: graph tracing, autotuning, filling the cache
-            pass
-        warmup = time.perf_counter() - start
-        progress = Progress(epochs * total, f"{_format(data_dir)}-{cache}")
-        seconds = []
-        cpu_start = _cpu_seconds()
-        for _ in range(epochs):
+        try:
             start = time.perf_counter()
-            for batch in ds:
-                progress.update(int(batch.shape[0]))
-            seconds.append(time.perf_counter() - start)
-        progress.close()
-        cpu = _cpu_seconds() - cpu_start
+            for _ in ds:  # warm-up: graph tracing, autotuning, filling the cache
+                pass
+            warmup = time.perf_counter() - start
+            progress = Progress(epochs * total, f"{_format(data_dir)}-{cache}")
+            seconds = []
+            cpu_start = _cpu_seconds()
+            for _ in range(epochs):
+                start = time.perf_counter()
+                for batch in ds:
+                    progress.update(int(batch.shape[0]))
+                seconds.append(time.perf_counter() - start)
+            progress.close()
+            cpu = _cpu_seconds() - cpu_start
+        except tf.errors.DataLossError as e:  # names no file: find the corrupt shard
+            raise dataset.explain_data_loss(data_dir, e) from e
     images = progress.count
     return {
         "benchmark": "pipeline",
@@ -117,6 +145,7 @@ def measure(
 
 
 def main(argv: list[str]) -> None:
+    FLAGS = flags.FLAGS  # noqa: N806 - absl's name
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.data_dir:
@@ -129,24 +158,29 @@ def main(argv: list[str]) -> None:
         if len(runs) != 1:
             raise app.UsageError("--in_process runs exactly one mode: give one --modes value")
         _, data_dir, cache = runs[0]
-        result = measure(
-            data_dir, FLAGS.split, cache, FLAGS.batch_size, FLAGS.epochs, FLAGS.shuffle_buffer
-        )
+        try:
+            result = measure(
+                data_dir, FLAGS.split, cache, FLAGS.batch_size, FLAGS.epochs, FLAGS.shuffle_buffer
+            )
+        except schema.DatasetError as e:
+            sys.exit(f"--data_dir={data_dir}: {e}")
         print(json.dumps(result), flush=True)
         return
     for mode, data_dir, _ in runs:
-        # A fresh process per mode, so peak RSS of one mode never shows up in another.
+        # A fresh process per run, so peak RSS of one run never shows up in another.
         command = [sys.executable, "-m", "tools.bench_pipeline", "--in_process"]
         command += [f"--data_dir={data_dir}", f"--modes={mode}", f"--split={FLAGS.split}"]
         command += [f"--batch_size={FLAGS.batch_size}", f"--epochs={FLAGS.epochs}"]
         command += [f"--shuffle_buffer={FLAGS.shuffle_buffer}"]
         code = subprocess.run(command).returncode
         if code:
-            sys.exit(f"mode {mode} failed (exit code {code})")
-    print(f"benchmarked {len(runs)} mode(s): {', '.join(m for m, _, _ in runs)}", file=sys.stderr)
+            sys.exit(f"mode {mode} on {data_dir} failed (exit code {code})")
+    names = ", ".join(f"{m} ({d})" for m, d, _ in runs)
+    print(f"benchmarked {len(runs)} run(s): {names}", file=sys.stderr)
 
 
 def run() -> None:
+    define_flags()
     app.run(main)
 
 
