@@ -32,6 +32,7 @@ from model.networks import NetworkConfig
 from model.vae import NON_FINITE_INPUT, VAE
 from pipeline import dataset
 from pipeline.schema import DatasetError
+from tools.atomic import fresh_temp_dir, move_into_place
 from tools.grid import make_grid, save_grid
 
 # Data.
@@ -536,11 +537,10 @@ def save_final(model: VAE, workdir: str) -> None:
     model.save(tmp_model)
     os.replace(tmp_model, os.path.join(workdir, wd.MODEL_FILE))
 
-    export, tmp_export = os.path.join(workdir, wd.EXPORT_DIR), os.path.join(workdir, ".tmp-export")
-    shutil.rmtree(tmp_export, ignore_errors=True)
+    export = os.path.join(workdir, wd.EXPORT_DIR)
+    tmp_export = fresh_temp_dir(export)
     tf.saved_model.save(DecoderExport(model), tmp_export)
-    shutil.rmtree(export, ignore_errors=True)
-    os.replace(tmp_export, export)
+    move_into_place(tmp_export, export)
 
 
 class DecoderExport(tf.Module):

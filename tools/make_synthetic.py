@@ -49,6 +49,7 @@ from absl import app, flags
 from PIL import Image, ImageDraw
 
 from pipeline.schema import CELEBA_ATTRIBUTES, CELEBA_IMAGE_SIZE, DEFAULT_QUALITY
+from tools.atomic import fresh_temp_dir, move_into_place
 from tools.cli import Progress
 
 LANDMARK_NAMES = (
@@ -890,33 +891,9 @@ def _check_target(out_dir: str, overwrite: bool) -> None:
         )
 
 
-def _sibling(out_dir: str, suffix: str) -> str:
-    parent, name = os.path.split(out_dir)
-    return os.path.join(parent, f".{name}.{suffix}")
-
-
-def _fresh_temp_dir(out_dir: str) -> str:
-    """An empty folder beside out_dir, with a fixed name so a killed run's leftover is removed.
-
-    prepare_celeba has the same helper, but importing it would import TensorFlow.
-    """
-    tmp = _sibling(out_dir, "incomplete")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    return tmp
-
-
 def _move_into_place(tmp: str, out_dir: str, overwrite: bool) -> None:
     _check_target(out_dir, overwrite)  # again: it may have appeared while drawing
-    if not os.path.isdir(out_dir):
-        os.replace(tmp, out_dir)
-        return
-    # Move the old folder aside first so out_dir is never missing a complete source.
-    old = _sibling(out_dir, "old")
-    shutil.rmtree(old, ignore_errors=True)
-    os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old)
+    move_into_place(tmp, out_dir)
 
 
 def write_source(
@@ -952,7 +929,7 @@ def write_source(
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
     start = time.perf_counter()
-    tmp = _fresh_temp_dir(out_dir)
+    tmp = fresh_temp_dir(out_dir)
     try:
         image_dir = os.path.join(tmp, *IMAGE_DIRS[layout])
         os.makedirs(image_dir)

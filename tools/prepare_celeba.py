@@ -29,7 +29,7 @@ import signal
 import sys
 import time
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,7 @@ from absl import app, flags
 from PIL import Image, ImageOps
 
 from pipeline import schema
+from tools.atomic import fresh_temp_dir, move_into_place
 from tools.cli import Progress
 
 # A (left, top, right, bottom) box, "center", "none", or "auto" (resolved by resolve_crop).
@@ -794,32 +795,6 @@ def _check_out(out: str, overwrite: bool) -> None:
         )
 
 
-def _sibling(out: str, suffix: str) -> str:
-    parent, name = os.path.split(out)
-    return os.path.join(parent, f".{name}.{suffix}")
-
-
-def _fresh_temp_dir(out: str, say: Callable[[str], None]) -> str:
-    """An empty folder beside `out`; a leftover of an interrupted run is removed first."""
-    tmp = _sibling(out, "incomplete")
-    if os.path.exists(tmp):
-        say(f"removing {tmp}, left by an interrupted run")
-        shutil.rmtree(tmp)
-    os.makedirs(tmp)
-    return tmp
-
-
-def _move_into_place(tmp: str, out: str) -> None:
-    if not os.path.exists(out):
-        os.rename(tmp, out)
-        return
-    old = _sibling(out, "old")
-    shutil.rmtree(old, ignore_errors=True)
-    os.rename(out, old)
-    os.rename(tmp, out)
-    shutil.rmtree(old)
-
-
 # --------------------------------------------------------------------------- prepare
 
 
@@ -888,7 +863,7 @@ def prepare(
     start = time.perf_counter()
     source = scan_source(src, split_fractions=split_fractions, seed=seed, limit=limit)
     recipe = dataclasses.replace(recipe, crop=resolve_crop(crop, source.layout))
-    tmp = _fresh_temp_dir(out, say)
+    tmp = fresh_temp_dir(out, say)
     try:
         progress = Progress(len(source.items), "prepare_celeba") if verbose else None
         splits, skipped = _write_splits(
@@ -926,7 +901,7 @@ def prepare(
         }
         schema.write_manifest(tmp, manifest)  # last: its presence means the dataset is complete
         _check_out(out, overwrite)  # nothing appeared at --out in the meantime
-        _move_into_place(tmp, out)
+        move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
