@@ -203,8 +203,8 @@ def main(argv: list[str]) -> None:
         epoch.assign(ep + 1)
         step = step_of(model)
         manager.save(checkpoint_number=step)
-        write_scalars(writers["train"], step, scalars)  # the epoch's means
         seconds = scalars.pop("seconds")
+        write_scalars(writers["train"], step, scalars)  # the epoch's means
         summary = f"epoch {ep + 1}/{settings['epochs']}  train {format_logs(metric_values(model))}"
         if eval_data is not None and (ep + 1) % settings["eval_every_epochs"] == 0:
             eval_logs = evaluate(model, eval_fn, eval_data)
