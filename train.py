@@ -7,14 +7,13 @@ Running the same command again resumes from the last checkpoint in --workdir; fl
 not given on the command line take the values stored in its config.json.
 """
 
-from tools.cli import quiet_tensorflow
+from tools.cli import peak_rss_mb, quiet_tensorflow
 
 quiet_tensorflow()  # before TensorFlow is imported: hides its C++ start-up log lines
 
 import json
 import math
 import os
-import resource
 import shutil
 import sys
 import tempfile
@@ -590,7 +589,7 @@ def benchmark(
         "images_per_sec": round(steps * batch_size / seconds, 1),
         "ms_per_step": round(1000 * seconds / steps, 2),
         "input_wait_fraction": round(waited / seconds, 4),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "device": gpus[0].name if gpus else "CPU",
         "strategy": type(strategy).__name__,
         "replicas": strategy.num_replicas_in_sync,

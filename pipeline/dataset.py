@@ -99,14 +99,6 @@ def _shard_paths(data_dir: str, split: str, info: dict[str, Any]) -> list[str]:
     return paths
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(functools.partial(f.read, 1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify(data_dir: str) -> None:
     """Checks every shard's size and sha256 against the manifest; raises DatasetError if any differ.
 
@@ -122,7 +114,7 @@ def verify(data_dir: str) -> None:
                 bad.append(f"{path} (split {split!r}) is missing")
             elif os.path.getsize(path) != shard["bytes"]:
                 bad.append(f"{path} has {os.path.getsize(path)} bytes, expected {shard['bytes']}")
-            elif _sha256(path) != shard["sha256"]:
+            elif schema.file_sha256(path) != shard["sha256"]:
                 bad.append(f"{path} has a different sha256 than the manifest (corrupt)")
     if bad:
         raise schema.DatasetError(

@@ -27,6 +27,7 @@ The manifest (every writer fills these; readers rely on them):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -207,6 +208,15 @@ def parse_examples(serialized: tf.Tensor, num_attributes: int = 0) -> dict[str, 
 
 
 # --------------------------------------------------------------------------- manifest
+
+
+def file_sha256(path: str) -> str:
+    """The shard checksum recorded in the manifest (hex sha256, read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def manifest_path(data_dir: str) -> str:

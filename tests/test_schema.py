@@ -127,3 +127,12 @@ def test_split_info_of_an_official_partition_does_not_suggest_fractions():
 def test_manifest_is_readable_by_others(tmp_path):
     path = schema.write_manifest(str(tmp_path), {"splits": {}})
     assert os.stat(path).st_mode & 0o044 == 0o044 & ~schema._UMASK
+
+
+def test_file_sha256_matches_hashlib(tmp_path):
+    import hashlib
+
+    data = os.urandom(3 * (1 << 20) + 7)  # spans several read blocks
+    path = tmp_path / "shard.tfrecord"
+    path.write_bytes(data)
+    assert schema.file_sha256(str(path)) == hashlib.sha256(data).hexdigest()

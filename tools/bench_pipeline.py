@@ -9,7 +9,7 @@ training-mode batches (shuffled, flipped, float32). Give several --data_dir to c
 image formats, or folders of one format with different sizes to compare peak RSS.
 """
 
-from tools.cli import quiet_tensorflow
+from tools.cli import Progress, peak_rss_mb, quiet_tensorflow
 
 quiet_tensorflow()  # before TensorFlow is imported: hides its C++ start-up log lines
 
@@ -25,7 +25,6 @@ import tensorflow as tf
 from absl import app, flags
 
 from pipeline import dataset, schema
-from tools.cli import Progress
 
 CACHES = ("none", "memory", "disk")
 DEFAULT_CACHES = ("none", "memory")
@@ -140,7 +139,7 @@ def measure(
         # CPU time per image is what the pipeline costs however busy the machine is.
         "cpu_us_per_image": round(cpu / images * 1e6, 1),
         "warmup_s": round(warmup, 3),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_mb": round(peak_rss_mb()),
     }
 
 

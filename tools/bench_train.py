@@ -19,7 +19,7 @@ Random images: the speed of a step does not depend on the pixel values.
 
 import os
 
-from tools.cli import quiet_tensorflow
+from tools.cli import Progress, peak_rss_mb, quiet_tensorflow
 
 # quiet_tensorflow() sets TF_CPP_MIN_LOG_LEVEL; the worker processes must not inherit it
 # (it means "the user chose", and they would print TensorFlow's start-up lines).
@@ -30,7 +30,6 @@ import concurrent.futures
 import json
 import math
 import multiprocessing
-import resource
 import sys
 import time
 from collections.abc import Callable
@@ -43,7 +42,6 @@ from absl import app, flags
 
 from model.networks import NetworkConfig, build_decoder, build_encoder
 from model.vae import VAE, Sampling
-from tools.cli import Progress
 
 VARIANTS = ("custom", "custom_xla", "custom_bf16", "baseline")
 LEARNING_RATE = 1e-3
@@ -55,10 +53,6 @@ flags.DEFINE_integer("warmup_steps", 3, "Untimed steps first (tracing, XLA compi
 flags.DEFINE_integer("z_dim", 256, "Latent dimensions of the (otherwise default) model.")
 flags.DEFINE_integer("num_images", 512, "Random images held in memory and cycled through.")
 flags.DEFINE_list("variants", list(VARIANTS), f"Variants to run, any of {', '.join(VARIANTS)}.")
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def _random_images(num_images: int, shape: tuple[int, int, int]) -> np.ndarray:
@@ -105,7 +99,7 @@ def bench_custom(
     float(logs["loss"])  # waits for the last step
     elapsed = time.perf_counter() - start
     progress.close()
-    return {"images_per_s": steps * batch_size / elapsed, "peak_rss_mb": _peak_rss_mb()}
+    return {"images_per_s": steps * batch_size / elapsed, "peak_rss_mb": peak_rss_mb()}
 
 
 class _KLDivergence(keras.layers.Layer):
@@ -176,7 +170,7 @@ def bench_baseline(
     )
     progress.close()
     timed_images = timed_epochs * steps_per_epoch * batch_size
-    return {"images_per_s": timed_images / sum(timer.seconds), "peak_rss_mb": _peak_rss_mb()}
+    return {"images_per_s": timed_images / sum(timer.seconds), "peak_rss_mb": peak_rss_mb()}
 
 
 def run_variant(variant: str, **kwargs: Any) -> dict[str, float]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import sys
 import time
 from typing import TextIO
@@ -45,6 +46,11 @@ def quiet_tensorflow() -> None:
         os.close(saved)
         os.close(devnull)
         del os.environ["TF_CPP_MIN_LOG_LEVEL"]
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _duration(seconds: float) -> str:

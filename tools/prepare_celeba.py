@@ -652,14 +652,6 @@ def auto_examples_per_shard(recipe: Recipe) -> int:
     return max(64, 2 ** int(math.log2(max(TARGET_SHARD_BYTES / estimate, 1))))
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class _SplitWriter:
     """Writes one split's records into shards; names them once their number is known."""
 
@@ -699,7 +691,7 @@ class _SplitWriter:
                     "name": name,
                     "num_examples": count,
                     "bytes": os.path.getsize(final),
-                    "sha256": _sha256(final),
+                    "sha256": schema.file_sha256(final),
                 }
             )
         return {"num_examples": sum(self._counts), "shards": shards}
