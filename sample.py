@@ -24,7 +24,7 @@ stats, denoise and eval also write a JSON file beside it. Grid layouts, rows x c
 The same workdir, mode and --seed give identical files.
 """
 
-from tools.cli import quiet_tensorflow
+from model.console import quiet_tensorflow
 
 quiet_tensorflow()  # before TensorFlow is imported: hides its C++ start-up log lines
 
@@ -44,11 +44,11 @@ from PIL import Image, ImageDraw, ImageFont
 
 from model import analysis
 from model import workdir as wd
+from model.console import Progress
+from model.grid import save_grid, to_uint8
 from model.vae import VAE
 from pipeline import dataset
 from pipeline.schema import DatasetError, read_manifest, write_json_atomic
-from tools.cli import Progress
-from tools.grid import save_grid, to_uint8
 
 MODES = (
     "random", "reconstruct", "interpolate", "attribute", "traverse", "boundary", "denoise",

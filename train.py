@@ -7,7 +7,7 @@ Running the same command again resumes from the last checkpoint in --workdir; fl
 not given on the command line take the values stored in its config.json.
 """
 
-from tools.cli import peak_rss_mb, quiet_tensorflow
+from model.console import peak_rss_mb, quiet_tensorflow
 
 quiet_tensorflow()  # before TensorFlow is imported: hides its C++ start-up log lines
 
@@ -27,12 +27,12 @@ import tensorflow as tf
 from absl import app, flags
 
 from model import workdir as wd
+from model.grid import make_grid, save_grid
 from model.networks import NetworkConfig
 from model.vae import NON_FINITE_INPUT, VAE
 from pipeline import dataset
+from pipeline.atomic import fresh_temp_dir, move_into_place
 from pipeline.schema import DatasetError
-from tools.atomic import fresh_temp_dir, move_into_place
-from tools.grid import make_grid, save_grid
 
 # Data.
 flags.DEFINE_string("data_dir", None, "Prepared dataset (python -m tools.prepare_celeba).")

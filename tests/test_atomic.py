@@ -1,4 +1,4 @@
-from tools import atomic
+from pipeline import atomic
 
 
 def test_sibling_is_a_hidden_neighbour(tmp_path):

@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 
 from model import workdir as wd
+from model.grid import PAD
 from pipeline import dataset
 from tools import make_synthetic, prepare_celeba
-from tools.grid import PAD
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIDE = 32  # image side of the test dataset
@@ -50,7 +50,7 @@ print(json.dumps(reports))
 
 
 def grid_size(rows: int, cols: int, scale: int = 1) -> tuple[int, int]:
-    """(width, height) of a tools.grid grid of SIDE x SIDE images."""
+    """(width, height) of a model.grid grid of SIDE x SIDE images."""
     return (scale * (cols * (SIDE + PAD) + PAD), scale * (rows * (SIDE + PAD) + PAD))
 
 

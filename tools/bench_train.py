@@ -19,7 +19,7 @@ Random images: the speed of a step does not depend on the pixel values.
 
 import os
 
-from tools.cli import Progress, peak_rss_mb, quiet_tensorflow
+from model.console import Progress, peak_rss_mb, quiet_tensorflow
 
 # quiet_tensorflow() sets TF_CPP_MIN_LOG_LEVEL; the worker processes must not inherit it
 # (it means "the user chose", and they would print TensorFlow's start-up lines).

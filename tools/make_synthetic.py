@@ -48,9 +48,9 @@ import numpy as np
 from absl import app, flags
 from PIL import Image, ImageDraw
 
+from model.console import Progress
+from pipeline.atomic import fresh_temp_dir, move_into_place
 from pipeline.schema import CELEBA_ATTRIBUTES, CELEBA_IMAGE_SIZE, DEFAULT_QUALITY
-from tools.atomic import fresh_temp_dir, move_into_place
-from tools.cli import Progress
 
 LANDMARK_NAMES = (
     "lefteye_x", "lefteye_y", "righteye_x", "righteye_y", "nose_x", "nose_y",

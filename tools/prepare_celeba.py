@@ -11,7 +11,7 @@ so the output is byte-identical whatever --workers is. The record and the manife
 of pipeline/schema.py.
 """
 
-from tools.cli import quiet_tensorflow
+from model.console import quiet_tensorflow
 
 quiet_tensorflow()  # before TensorFlow is imported: hides its C++ start-up log lines
 
@@ -37,9 +37,9 @@ import tensorflow as tf
 from absl import app, flags
 from PIL import Image, ImageOps
 
+from model.console import Progress
 from pipeline import schema
-from tools.atomic import fresh_temp_dir, move_into_place
-from tools.cli import Progress
+from pipeline.atomic import fresh_temp_dir, move_into_place
 
 # A (left, top, right, bottom) box, "center", "none", or "auto" (resolved by resolve_crop).
 Crop = tuple[int, int, int, int] | str

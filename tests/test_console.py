@@ -4,10 +4,10 @@ import re
 import subprocess
 import sys
 
-from tools.cli import Progress
+from model.console import Progress
 
 QUIET_IMPORT = (
-    "from tools.cli import quiet_tensorflow; quiet_tensorflow(); "
+    "from model.console import quiet_tensorflow; quiet_tensorflow(); "
     "import tensorflow as tf; tf.constant(1) + 1"
 )
 CPP_LOG_LINE = re.compile(r"^[IWE]\d{4} ", re.MULTILINE)  # absl's C++ format: I0000 00:00:...
