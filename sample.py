@@ -1,13 +1,16 @@
 """New faces and latent-space experiments from a trained run, restored from its workdir alone.
 
     python sample.py --workdir runs/vae256 --mode random --out faces.png
+    python sample.py --workdir runs/vae256 --mode random --prior gmm --out faces_gmm.png
     python sample.py --workdir runs/vae256 --mode attribute --attribute Smiling
-    python sample.py --workdir runs/vae256 --mode eval --inception_weights inception.h5
 
 Every mode writes one PNG grid (default <workdir>/<mode>.png) and prints its path;
-stats, denoise and eval also write a JSON file beside it. Grid layouts, rows x columns:
+stats and denoise also write a JSON file beside it. Numbers (ELBO, FID, the judge's):
+evaluate.py. Grid layouts, rows x columns:
 
-  random       faces from z ~ N(0, T^2 I), row-major in a near-square grid (--n faces)
+  random       faces from z ~ N(0, T^2 I), or with --prior gmm from a Gaussian mixture
+               fitted on the training codes (cached in the workdir), row-major in a
+               near-square grid (--n faces)
   reconstruct  row pairs: up to 8 originals, then their reconstructions below them
   interpolate  one row per pair of endpoints, --steps decoded points from A to B; between
                dataset images (--indices / --source_ids, taken in pairs) the originals
@@ -19,7 +22,6 @@ stats, denoise and eval also write a JSON file beside it. Grid layouts, rows x c
                row with z ~ N(0, I); --n columns
   denoise      three rows: clean images, corrupted, reconstructed from the corrupted
   stats        one chart: KL per dimension (sorted) above the aggregate posterior std
-  eval         two rows of real images above two rows of generated ones; one JSON line out
 
 The same workdir, mode and --seed give identical files.
 """
@@ -28,13 +30,15 @@ from model.console import quiet_tensorflow
 
 quiet_tensorflow()  # before TensorFlow is imported: hides its C++ start-up log lines
 
+import contextlib
 import dataclasses
 import hashlib
-import json
 import math
 import os
 import sys
+import zipfile
 from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
@@ -43,8 +47,9 @@ from absl import app, flags
 from PIL import Image, ImageDraw, ImageFont
 
 from model import analysis
+from model import prior as priors  # `prior` is also a setting's name
 from model import workdir as wd
-from model.console import Progress
+from model.console import Progress, run_app
 from model.grid import save_grid, to_uint8
 from model.vae import VAE
 from pipeline import dataset
@@ -52,54 +57,90 @@ from pipeline.schema import DatasetError, read_manifest, write_json_atomic
 
 MODES = (
     "random", "reconstruct", "interpolate", "attribute", "traverse", "boundary", "denoise",
-    "stats", "eval",
+    "stats",
 )  # fmt: skip
+
+# Limits that keep memory bounded (a grid is decoded whole, then drawn): --help shows them.
+MAX_N = 1024  # --n, and images named by --indices / --source_ids
+MAX_VALUES = 32  # --strengths, --boundaries
+MAX_GRID_IMAGES = 4096
+# Decoded float32 images are copied a few times on their way to the PNG (~4 x 12 bytes a
+# pixel at the peak): 16 megapixels keep sample.py under 2 GB; the PNG after --scale is uint8.
+MAX_DECODED_MEGAPIXELS = 16
+MAX_GRID_MEGAPIXELS = 64
+# stats, traverse and attribute keep the codes of --max_examples images, ~40 bytes a value at
+# the peak with the statistics (measured): 65,536 images at z_dim 256 take ~0.7 GB.
+MAX_CODE_VALUES = 2**24
+LIMITS = {
+    "scale": (1, 16),
+    "batch_size": (1, 1024),
+    "num_dims": (1, 1024),
+    "steps": (2, 64),
+    "n": (0, MAX_N),
+    "max_examples": (0, MAX_CODE_VALUES),
+}
 
 # What and where.
 flags.DEFINE_string("workdir", None, "Run directory written by train.py (config + checkpoint).")
 flags.DEFINE_enum("mode", "random", MODES, "What to make; grid layouts are listed above.")
-flags.DEFINE_string("out", None, "PNG to write (default <workdir>/<mode>.png).")
-flags.DEFINE_integer("scale", 1, "Integer enlargement of the grid (nearest neighbour).")
+flags.DEFINE_string(
+    "out",
+    None,
+    f"PNG to write (default <workdir>/<mode>.png); a grid holds at most {MAX_GRID_IMAGES} "
+    f"images of {MAX_DECODED_MEGAPIXELS} megapixels in all, {MAX_GRID_MEGAPIXELS} after --scale.",
+)
+flags.DEFINE_integer("scale", 1, "Integer enlargement of the grid (nearest neighbour), 1..16.")
 flags.DEFINE_integer("seed", 0, "Seed of every random draw: the same seed, the same files.")
-flags.DEFINE_integer("n", 0, "Faces, images, rows or columns by mode (0: the mode's default).")
-flags.DEFINE_integer("batch_size", 64, "Images per encoder/decoder call.")
+flags.DEFINE_integer(
+    "n", 0, f"Faces, images, rows or columns by mode (0: the mode's default), at most {MAX_N}."
+)
+flags.DEFINE_integer("batch_size", 64, "Images per encoder/decoder call, at most 1024.")
 # Data.
 flags.DEFINE_string("data_dir", None, "Dataset (default: the one the run was trained on).")
 flags.DEFINE_string("split", "test", "Split to take images from (falls back if absent).")
-flags.DEFINE_list("indices", [], "Positions of images in --split (0-based), e.g. 3,17.")
-flags.DEFINE_list("source_ids", [], "Source file names of images in --split, e.g. 000001.jpg.")
-flags.DEFINE_integer("max_examples", 5000, "Images encoded by stats/traverse/eval (0: all).")
+flags.DEFINE_list(
+    "indices", [], f"Positions of images in --split (0-based), e.g. 3,17 (<= {MAX_N})."
+)
+flags.DEFINE_list(
+    "source_ids", [], f"Source file names of images in --split, e.g. 000001.jpg (<= {MAX_N})."
+)
+flags.DEFINE_integer(
+    "max_examples",
+    5000,
+    f"Images encoded by stats/traverse (0: all, up to {MAX_CODE_VALUES:,} / z_dim).",
+)
 # Sampling and latent paths.
 flags.DEFINE_float("temperature", 1.0, "Std T of the prior samples z ~ N(0, T^2 I).")
-flags.DEFINE_integer("steps", 8, "Points along an interpolation or traversal.")
+flags.DEFINE_enum("prior", "normal", priors.PRIORS, "random: N(0, T^2 I), or gmm on train codes.")
+flags.DEFINE_integer("steps", 8, "Points along an interpolation or traversal, 2..64.")
 flags.DEFINE_enum("method", "spherical", ["linear", "spherical"], "Interpolation path.")
 flags.DEFINE_string("save_individual", None, "random: also write each face as a PNG here.")
 # Attributes and traversals.
 flags.DEFINE_string("attribute", "Smiling", "Attribute name from the dataset's manifest.")
 flags.DEFINE_string("attribute_split", "train", "Labelled split the attribute vectors come from.")
-flags.DEFINE_list("strengths", ["-2", "-1", "0", "1", "2"], "Multiples of the attribute vector.")
-flags.DEFINE_integer("num_dims", 8, "traverse: latent dimensions shown.")
+flags.DEFINE_list(
+    "strengths",
+    ["-2", "-1", "0", "1", "2"],
+    f"Multiples of the attribute vector (<= {MAX_VALUES}).",
+)
+flags.DEFINE_integer("num_dims", 8, "traverse: latent dimensions shown, at most 1024.")
 flags.DEFINE_float("traverse_range", 3.0, "traverse: each dimension goes from -this to +this.")
 # Boundary and denoise.
-flags.DEFINE_list("boundaries", ["0.5", "1", "2", "5", "10", "50"], "boundary: values of b.")
+flags.DEFINE_list(
+    "boundaries",
+    ["0.5", "1", "2", "5", "10", "50"],
+    f"boundary: values of b > 0 (<= {MAX_VALUES}).",
+)
 flags.DEFINE_enum("corruption", "gaussian", ["gaussian", "mask"], "denoise: noise or a square.")
 flags.DEFINE_float("noise", 0.2, "denoise: Gaussian std, or the mask's side as image fraction.")
-# Evaluation.
-flags.DEFINE_string(
-    "inception_weights", "imagenet", "eval: imagenet (downloads), a local .h5, or none (tests)."
-)
-flags.DEFINE_integer("fid_samples", 1000, "eval: generated and real images for FID/KID.")
-flags.DEFINE_integer("kid_subsets", 100, "eval: random subsets averaged for KID.")
 
 flags.mark_flag_as_required("workdir")
 FLAGS = flags.FLAGS
 
 DEFAULT_N = {"random": 64, "reconstruct": 16, "interpolate": 4, "attribute": 4,
              "boundary": 8, "denoise": 8}  # fmt: skip
-GRID_COLS = 8  # reconstruct and eval wrap their rows here
-EVAL_GRID_IMAGES = 16  # real and generated images each in the eval grid
+GRID_COLS = 8  # reconstruct wraps its rows here
 FALLBACK_SPLITS = ("test", "validation", "train")
-WEIGHTS_HINT = "pass --inception_weights /path/to/" + analysis.INCEPTION_WEIGHTS_FILE
 
 
 class SampleError(Exception):
@@ -131,6 +172,7 @@ class Options:
     source_ids: list[str]
     max_examples: int
     temperature: float
+    prior: str
     steps: int
     method: str
     save_individual: str | None
@@ -142,9 +184,6 @@ class Options:
     boundaries: list[float]
     corruption: str
     noise: float
-    inception_weights: str | None
-    fid_samples: int
-    kid_subsets: int
 
 
 def main(argv: list[str]) -> None:
@@ -156,6 +195,8 @@ def main(argv: list[str]) -> None:
         sys.exit(f"--workdir={FLAGS.workdir}: {e}")
     options = read_options(config)
     out = FLAGS.out or os.path.join(FLAGS.workdir, f"{FLAGS.mode}.png")
+    check_outputs(out, options)
+    options = check_limits(options, model.network.image_shape, model.network.z_dim)
     keras.utils.set_random_seed(options.seed)  # any draw not seeded explicitly below
 
     try:
@@ -165,18 +206,18 @@ def main(argv: list[str]) -> None:
     except DatasetError as e:  # e.g. the dataset moved since training
         sys.exit(f"--data_dir={options.data_dir}: {e} (--data_dir defaults to the run's dataset)")
 
-    save_grid(picture.images, out, cols=picture.cols, scale=FLAGS.scale)
-    if picture.results is None:
-        print(out)
-        return
-    json_path = os.path.splitext(out)[0] + ".json"
-    results = {**picture.results, "grid": out, "json": json_path}
-    write_json_atomic(json_path, results)
-    if options.mode == "eval":  # one line of results, for logs and scripts
-        print(json.dumps(results))
-    else:
-        print(out)
-        print(json_path)
+    try:  # both writers write a temporary file and rename it: nothing is half-written
+        save_grid(picture.images, out, cols=picture.cols, scale=FLAGS.scale)
+        if picture.results is None:
+            print(out)
+            return
+        json_path = os.path.splitext(out)[0] + ".json"
+        results = {**picture.results, "grid": out, "json": json_path}
+        write_json_atomic(json_path, results)
+    except OSError as e:
+        sys.exit(f"--out={out}: cannot write {e.filename or out} ({e.strerror or e})")
+    print(out)
+    print(json_path)
 
 
 # --------------------------------------------------------------------------- options
@@ -188,36 +229,128 @@ def read_options(config: dict) -> Options:
     if not data_dir:
         sys.exit(f"--data_dir is needed: {FLAGS.workdir}'s config.json does not name a dataset")
     return Options(
-        workdir=FLAGS.workdir, mode=FLAGS.mode, seed=FLAGS.seed,
-        n=FLAGS.n or DEFAULT_N.get(FLAGS.mode, 0), batch_size=FLAGS.batch_size,
-        data_dir=data_dir, split=FLAGS.split, split_given=FLAGS["split"].present,
-        indices=parse_list("indices", FLAGS.indices, int), source_ids=list(FLAGS.source_ids),
-        max_examples=FLAGS.max_examples, temperature=FLAGS.temperature, steps=FLAGS.steps,
-        method=FLAGS.method, save_individual=FLAGS.save_individual, attribute=FLAGS.attribute,
+        workdir=FLAGS.workdir,
+        mode=FLAGS.mode,
+        seed=FLAGS.seed,
+        n=FLAGS.n or DEFAULT_N.get(FLAGS.mode, 0),
+        batch_size=FLAGS.batch_size,
+        data_dir=data_dir,
+        split=FLAGS.split,
+        split_given=FLAGS["split"].present,
+        indices=parse_list("indices", FLAGS.indices, int, MAX_N),
+        source_ids=parse_list("source_ids", FLAGS.source_ids, str, MAX_N),
+        max_examples=FLAGS.max_examples,
+        temperature=FLAGS.temperature,
+        prior=FLAGS.prior,
+        steps=FLAGS.steps,
+        method=FLAGS.method,
+        save_individual=FLAGS.save_individual,
+        attribute=FLAGS.attribute,
         attribute_split=FLAGS.attribute_split,
-        strengths=parse_list("strengths", FLAGS.strengths, float), num_dims=FLAGS.num_dims,
+        strengths=parse_list(
+            "strengths", FLAGS.strengths, float, MAX_VALUES, math.isfinite, "a finite number"
+        ),
+        num_dims=FLAGS.num_dims,
         traverse_range=FLAGS.traverse_range,
-        boundaries=parse_list("boundaries", FLAGS.boundaries, float),
-        corruption=FLAGS.corruption, noise=FLAGS.noise,
-        inception_weights=None if FLAGS.inception_weights == "none" else FLAGS.inception_weights,
-        fid_samples=FLAGS.fid_samples, kid_subsets=FLAGS.kid_subsets,
-    )  # fmt: skip
+        boundaries=parse_list(
+            "boundaries", FLAGS.boundaries, float, MAX_VALUES, positive, "a positive finite number"
+        ),
+        corruption=FLAGS.corruption,
+        noise=FLAGS.noise,
+    )
 
 
-def parse_list(name: str, values: list[str], kind: type) -> list:
+def parse_list(
+    name: str,
+    values: list[str],
+    kind: type,
+    most: int,
+    valid: Callable[[Any], bool] | None = None,
+    rule: str = "",
+) -> list:
+    """A list flag's values as `kind`, at most `most` of them, each passing `valid`."""
+    if len(values) > most:
+        sys.exit(f"--{name}: {len(values)} values, at most {most} are allowed")
     try:
-        return [kind(v) for v in values]
+        parsed = [kind(v) for v in values]
     except ValueError:
         sys.exit(f"--{name}={','.join(values)}: give comma-separated {kind.__name__} values")
+    bad = [text for text, value in zip(values, parsed, strict=True) if valid and not valid(value)]
+    if bad:
+        sys.exit(f"--{name}={','.join(values)}: {bad[0]} is not {rule}")
+    return parsed
 
 
-for _name in ("scale", "batch_size", "num_dims", "fid_samples", "kid_subsets"):
-    flags.register_validator(_name, lambda v: v >= 1, message=f"--{_name} must be at least 1")
-for _name in ("n", "max_examples"):
-    flags.register_validator(_name, lambda v: v >= 0, message=f"--{_name} must be 0 or more")
-flags.register_validator("steps", lambda v: v >= 2, "--steps must be at least 2 (both ends)")
-flags.register_validator("temperature", lambda v: v > 0, "--temperature must be positive")
-flags.register_validator("noise", lambda v: v > 0, "--noise must be positive")
+def positive(value: float) -> bool:
+    return math.isfinite(value) and value > 0
+
+
+for _name, (_low, _high) in LIMITS.items():
+    flags.register_validator(
+        _name,
+        lambda v, low=_low, high=_high: low <= v <= high,
+        message=f"--{_name} must be in {_low}..{_high}",
+    )
+for _name in ("temperature", "noise", "traverse_range"):
+    flags.register_validator(_name, positive, f"--{_name} must be a positive finite number")
+
+
+def check_outputs(out: str, o: Options) -> None:
+    """Stops before any work when --out (or its JSON, or --save_individual) cannot be written."""
+    paths = [("--out", out), ("--out", os.path.splitext(out)[0] + ".json")]
+    for flag, path in paths:
+        if os.path.isdir(path):
+            example = os.path.join(path, o.mode + ".png")
+            sys.exit(f"{flag}={path} is a folder: give the path of a file, e.g. {example}")
+    folders = [("--out", os.path.dirname(os.path.abspath(out)))]
+    if o.save_individual:
+        folders.append(("--save_individual", os.path.abspath(o.save_individual)))
+    for flag, folder in folders:
+        existing = folder
+        while not os.path.exists(existing):  # the nearest folder that exists gets the writes
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            sys.exit(f"{flag}: {existing} is a file, so {folder} cannot be made; choose a path")
+        if not os.access(existing, os.W_OK):
+            sys.exit(f"{flag}: {existing} is not writable (read-only); choose another path")
+
+
+def grid_images(o: Options, z_dim: int) -> int:
+    """How many images the mode's grid will hold, from the options alone."""
+    chosen = len(o.indices) + len(o.source_ids)
+    images = chosen or o.n  # the dataset images a mode starts from
+    return {
+        "random": o.n,
+        "reconstruct": 2 * images,
+        "interpolate": chosen // 2 * (o.steps + 2) if chosen else o.n * o.steps,
+        "attribute": images * (1 + len(o.strengths)),
+        "traverse": min(o.num_dims, z_dim) * o.steps,
+        "boundary": (len(o.boundaries) + 1) * o.n,
+        "denoise": 3 * images,
+    }.get(o.mode, 1)
+
+
+def check_limits(o: Options, image_shape: tuple[int, ...], z_dim: int) -> Options:
+    """Stops before any work when the grid would be too big to hold in memory; returns the
+    options with --max_examples 0 ("all") made a number whose codes fit in memory."""
+    most = MAX_CODE_VALUES // z_dim  # z_mean and z_log_var of every image encoded
+    if o.max_examples > most:
+        sys.exit(
+            f"--max_examples={o.max_examples}: at z_dim {z_dim} at most {most:,} images are "
+            f"encoded at once ({MAX_CODE_VALUES:,} code values); lower it, or 0 for that many"
+        )
+    count = grid_images(o, z_dim)
+    decoded = count * image_shape[0] * image_shape[1] / 1e6
+    scaled = decoded * FLAGS.scale**2
+    if count > MAX_GRID_IMAGES or decoded > MAX_DECODED_MEGAPIXELS or scaled > MAX_GRID_MEGAPIXELS:
+        sys.exit(
+            f"--mode={o.mode}: these flags make a grid of {count:,} images, {decoded:,.2f} "
+            f"megapixels ({scaled:,.2f} at --scale={FLAGS.scale}); the limits are "
+            f"{MAX_GRID_IMAGES:,} images, {MAX_DECODED_MEGAPIXELS} megapixels "
+            f"({MAX_GRID_MEGAPIXELS} scaled): lower --n, --steps, --num_dims, --scale or the "
+            "number of --strengths / --boundaries"
+        )
+    return dataclasses.replace(o, max_examples=o.max_examples or most)
 
 
 # --------------------------------------------------------------------------- modes
@@ -348,42 +481,10 @@ def stats(model: VAE, o: Options) -> Picture:
     return Picture(stats_chart(kl, std)[None], cols=1, results=results)
 
 
-def evaluate(model: VAE, o: Options) -> Picture:
-    split = data_split(o)
-    check_shape(model, o.data_dir)
-    metrics, mse, psnr_sum, count, real = {}, 0.0, 0.0, 0, []
-    for metric in model.metrics:
-        metric.reset_state()
-    progress = Progress(limited(dataset.num_examples(o.data_dir, split), o), f"eval {split}")
-    for images in batches(o, split, with_labels=False):
-        metrics = {k: float(v) for k, v in model.test_step(images).items()}
-        recon = model.reconstruct(images).numpy()
-        images = images.numpy()
-        mse += float(np.square(recon - images).mean(axis=(1, 2, 3)).sum())
-        psnr_sum += float(analysis.psnr(images, recon).sum())
-        count += len(images)
-        real.extend(images[: o.fid_samples - len(real)])  # the first --fid_samples images
-        progress.update(len(images))
-    progress.close()
-    n = len(real)
-    real_images = np.stack(real)
-    generated = prior_samples(model, n, o)
-    results = {
-        "split": split, "num_examples": count, "elbo_nats": metrics["elbo"],
-        "bits_per_dim": metrics["bits_per_dim"], "loss": metrics["loss"],
-        "reconstruction_loss": metrics["reconstruction_loss"], "kl_loss": metrics["kl_loss"],
-        "mse": mse / count, "psnr_db": psnr_sum / count, "temperature": o.temperature,
-        **sample_quality(real_images, generated, o),
-    }  # fmt: skip
-    shown = min(EVAL_GRID_IMAGES, n)
-    rows = [real_images[:shown], generated[:shown]]
-    return Picture(stack_rows(rows, GRID_COLS), cols=GRID_COLS, results=results)
-
-
 MODE_FUNCTIONS: dict[str, Callable[[VAE, Options], Picture]] = {
     "random": random_faces, "reconstruct": reconstruct, "interpolate": interpolate,
     "attribute": attribute, "traverse": traverse, "boundary": boundary, "denoise": denoise,
-    "stats": stats, "eval": evaluate,
+    "stats": stats,
 }  # fmt: skip
 
 
@@ -438,12 +539,13 @@ def chosen_images(model: VAE, o: Options, split: str, n: int) -> np.ndarray:
         positions = list(range(min(n, total)))
     wanted = set(positions) | set(o.source_ids)
     found: dict = {}  # position or source id -> uint8 image
-    for position, example in enumerate(dataset.examples(o.data_dir, split)):
-        for key in (position, example["source_id"].numpy().decode()):
-            if key in wanted:
-                found[key] = example["image"].numpy()
-        if len(found) == len(wanted):
-            break
+    with dataset.explain_corrupt_shards(o.data_dir):  # a corrupt record: name the shard
+        for position, example in enumerate(dataset.examples(o.data_dir, split)):
+            for key in (position, example["source_id"].numpy().decode()):
+                if key in wanted:
+                    found[key] = example["image"].numpy()
+            if len(found) == len(wanted):
+                break
     missing = [s for s in o.source_ids if s not in found]
     if missing:
         raise SampleError(
@@ -470,14 +572,15 @@ def encode_split(
     check_shape(model, o.data_dir)
     progress = Progress(limited(dataset.num_examples(o.data_dir, split), o), f"encode {split}")
     means, log_vars, labels = [], [], []
-    for batch in batches(o, split, with_labels):
-        images, attributes = batch if with_labels else (batch, None)
-        z_mean, z_log_var = model.encode(images)
-        means.append(z_mean.numpy())
-        log_vars.append(z_log_var.numpy())
-        if with_labels:
-            labels.append(attributes.numpy())
-        progress.update(len(z_mean))
+    with dataset.explain_corrupt_shards(o.data_dir):  # a corrupt record: name the shard
+        for batch in batches(o, split, with_labels):
+            images, attributes = batch if with_labels else (batch, None)
+            z_mean, z_log_var = model.encode(images)
+            means.append(z_mean.numpy())
+            log_vars.append(z_log_var.numpy())
+            if with_labels:
+                labels.append(attributes.numpy())
+            progress.update(len(z_mean))
     progress.close()
     print(f"encoded {progress.count} {split} images in {progress.elapsed:.1f}s", file=sys.stderr)
     attributes = np.concatenate(labels) if with_labels else None
@@ -485,22 +588,49 @@ def encode_split(
 
 
 def attribute_vectors(model: VAE, o: Options, names: list[str]) -> np.ndarray:
-    """(A, z_dim) vectors of the attribute split, cached in the workdir for these weights."""
+    """(A, z_dim) vectors of the attribute split, cached in the workdir for these weights.
+
+    The cache is optional: a workdir that cannot be written (read-only) or an unreadable
+    cache file costs a recomputation, never the run.
+    """
     split = resolve_split(o.data_dir, o.attribute_split, "--attribute_split", fallback=False)
     path = os.path.join(o.workdir, f"attribute_vectors_{split}.npz")
     key = f"{weights_fingerprint(model)}:{os.path.abspath(o.data_dir)}:{o.max_examples}"
-    if os.path.isfile(path):
-        with np.load(path) as cached:
-            if str(cached["key"]) == key and list(cached["names"]) == names:
-                return cached["vectors"]
+    cached = read_cached_vectors(path, key, names)
+    if cached is not None:
+        return cached
     z_mean, _, attributes = encode_split(model, o, split, with_labels=True)
     vectors = analysis.attribute_vectors(z_mean, attributes)
     tmp = os.path.join(o.workdir, f".tmp-{os.getpid()}-attribute_vectors.npz")
-    with open(tmp, "wb") as f:
-        np.savez(f, vectors=vectors, names=np.array(names), key=np.array(key))
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, vectors=vectors, names=np.array(names), key=np.array(key))
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        reason = e.strerror or str(e)
+        print(
+            f"sample.py: attribute vectors not cached in {path} ({reason}): computed again "
+            "next time",
+            file=sys.stderr,
+        )
+        return vectors
     print(f"attribute vectors of {len(z_mean)} {split} images cached in {path}", file=sys.stderr)
     return vectors
+
+
+def read_cached_vectors(path: str, key: str, names: list[str]) -> np.ndarray | None:
+    """The cached vectors when the file exists, is readable and matches; else None."""
+    try:
+        with np.load(path) as cached:
+            if str(cached["key"]) == key and list(cached["names"]) == names:
+                return cached["vectors"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # damaged
+        print(f"sample.py: ignoring the unreadable cache {path} ({e})", file=sys.stderr)
+    return None
 
 
 def weights_fingerprint(model: VAE) -> str:
@@ -527,9 +657,14 @@ def limited(total: int, o: Options) -> int:
 
 
 def prior_samples(model: VAE, n: int, o: Options) -> np.ndarray:
-    """n images from z ~ N(0, T^2 I), seeded by --seed: (n, H, W, C) in [0, 1]."""
-    z = np.random.default_rng(o.seed).standard_normal((n, model.network.z_dim))
-    return decode(model, z * o.temperature, o)
+    """n images from --prior (N(0, T^2 I), or the run's mixture on training codes), seeded
+    by --seed: (n, H, W, C) in [0, 1]."""
+    gmm = None
+    if o.prior == "gmm":
+        check_shape(model, o.data_dir)
+        gmm = priors.workdir_gmm(model, o.workdir, o.data_dir, batch_size=o.batch_size)
+    z = priors.latents(o.prior, n, model.network.z_dim, o.seed, o.temperature, gmm)
+    return decode(model, z, o)
 
 
 def encode_means(model: VAE, images: np.ndarray, batch_size: int) -> np.ndarray:
@@ -561,26 +696,6 @@ def corrupt(images: np.ndarray, kind: str, amount: float, rng: np.random.Generat
         top, left = rng.integers(0, height - side_h + 1), rng.integers(0, width - side_w + 1)
         image[top : top + side_h, left : left + side_w] = 0.5
     return out
-
-
-def sample_quality(real: np.ndarray, generated: np.ndarray, o: Options) -> dict:
-    """FID and KID of generated against real images, or None with the reason."""
-    weights = o.inception_weights
-    results = {"fid_samples": len(real), "inception_weights": weights or "none (random)"}
-    try:
-        inception = analysis.load_inception(weights)
-    except analysis.InceptionWeightsError as e:
-        print(f"FID/KID left out: {e}; {WEIGHTS_HINT}", file=sys.stderr)
-        return {**results, "fid": None, "kid": None, "kid_std": None, "fid_error": str(e)}
-    if len(real) < 2:
-        raise SampleError(f"FID/KID need at least 2 images; the split gave {len(real)}")
-    feats_real = analysis.inception_features(real, model=inception, batch_size=o.batch_size)
-    feats_fake = analysis.inception_features(generated, model=inception, batch_size=o.batch_size)
-    kid, kid_std = analysis.kernel_inception_distance(
-        feats_real, feats_fake, num_subsets=o.kid_subsets, seed=o.seed
-    )
-    return {**results, "fid": analysis.frechet_distance(feats_real, feats_fake),
-            "kid": kid, "kid_std": kid_std}  # fmt: skip
 
 
 def save_png(image: np.ndarray, path: str) -> None:
@@ -621,12 +736,7 @@ def stats_chart(kl: np.ndarray, std: np.ndarray, height: int = 120) -> np.ndarra
 
 
 def run() -> None:
-    # absl's --help prints the __main__ module's docstring: the console script's wrapper has
-    # none, so lend it this one with the grid layouts.
-    main_module = sys.modules["__main__"]
-    if not main_module.__doc__:
-        main_module.__doc__ = __doc__
-    app.run(main)
+    run_app(main)
 
 
 if __name__ == "__main__":

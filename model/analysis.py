@@ -1,30 +1,19 @@
-"""Latent-space and sample-quality measures used by sample.py: numpy in, numpy out.
+"""Latent-space and sample-quality measures of sample.py and evaluate.py: numpy in, numpy out.
 
 - lerp / slerp: paths between latent vectors.
 - attribute_vectors: mean latent of images with an attribute minus those without.
 - kl_per_dimension, active_units, aggregate_posterior: how the encoder uses its latents.
 - psnr: per-image peak signal-to-noise ratio.
-- frechet_distance (FID) and kernel_inception_distance (KID) between two feature sets,
-  and inception_features: InceptionV3 pool features (2048) of images in [0, 1].
+- frechet_distance (FID) and kernel_inception_distance (KID) between two feature sets, and
+  gaussian_stats / frechet_distance_from_stats for statistics kept instead of features.
+  The features come from model/inception.py (FID, KID) or model/judge.py (judge_fd).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-
-import keras
 import numpy as np
-import tensorflow as tf
 
-INCEPTION_SIZE = 299  # InceptionV3's input side
-INCEPTION_WEIGHTS_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2016): Cov_x(E_q[z_d]) above this is "active"
-
-
-class InceptionWeightsError(RuntimeError):
-    """InceptionV3 weights could not be loaded (offline, or a missing/bad file)."""
 
 
 # --------------------------------------------------------------------------- paths
@@ -182,6 +171,28 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
     return float(max(distance, 0.0))
 
 
+def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (F,) and covariance (F, F) of (N >= 2, F) features, in float64."""
+    mean, centred = _centred(features)
+    return mean, centred.T @ centred / (len(centred) - 1)
+
+
+def frechet_distance_from_stats(
+    mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.ndarray, cov_b: np.ndarray
+) -> float:
+    """FID from the Gaussians' statistics, as kept in a cache: the same value as from features."""
+    mu_a, mu_b = np.asarray(mu_a, np.float64), np.asarray(mu_b, np.float64)
+    cov_a, cov_b = np.asarray(cov_a, np.float64), np.asarray(cov_b, np.float64)
+    if mu_a.shape != mu_b.shape or cov_a.shape != cov_b.shape:
+        raise ValueError(f"feature sizes differ: {mu_a.shape[0]} and {mu_b.shape[0]}")
+    root_a = _sqrt_psd(cov_a)
+    middle = root_a @ cov_b @ root_a  # the spectrum of S_a S_b, symmetric
+    values = np.linalg.eigvalsh((middle + middle.T) / 2)
+    trace_sqrt = np.sqrt(np.clip(values, 0.0, None)).sum()
+    distance = np.sum(np.square(mu_a - mu_b)) + np.trace(cov_a) + np.trace(cov_b)
+    return float(max(distance - 2.0 * trace_sqrt, 0.0))
+
+
 def _polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (x @ y.T / x.shape[1] + 1.0) ** 3  # the kernel of Binkowski et al. (2018)
 
@@ -197,15 +208,15 @@ def kernel_inception_distance(
 
     Each subset draws min(subset_size, N_a, N_b) rows of each set without replacement.
     """
-    a, b = np.asarray(feats_a, np.float64), np.asarray(feats_b, np.float64)
+    a, b = np.asarray(feats_a), np.asarray(feats_b)  # float64 per subset only: bounded memory
     m = min(subset_size, len(a), len(b))
     if m < 2:
         raise ValueError(f"KID needs at least 2 features per set, got {len(a)} and {len(b)}")
     rng = np.random.default_rng(seed)
     estimates = []
     for _ in range(num_subsets):
-        x = a[rng.choice(len(a), m, replace=False)]  # (m, F)
-        y = b[rng.choice(len(b), m, replace=False)]
+        x = a[rng.choice(len(a), m, replace=False)].astype(np.float64)  # (m, F)
+        y = b[rng.choice(len(b), m, replace=False)].astype(np.float64)
         k_xx, k_yy, k_xy = (
             _polynomial_kernel(x, x),
             _polynomial_kernel(y, y),
@@ -215,62 +226,3 @@ def kernel_inception_distance(
         within = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
         estimates.append(within - 2.0 * k_xy.mean())
     return float(np.mean(estimates)), float(np.std(estimates))
-
-
-# --------------------------------------------------------------------------- InceptionV3
-
-
-def load_inception(weights: str | None = "imagenet") -> keras.Model:
-    """InceptionV3 without its top, global-average-pooled: (B, 299, 299, 3) -> (B, 2048).
-
-    weights: "imagenet" (downloaded once into ~/.keras/models, so it needs the internet the
-    first time), a path to INCEPTION_WEIGHTS_FILE, or None for random weights (seeded, only
-    to test the plumbing: FID/KID numbers from them are not comparable to published ones).
-    Raises InceptionWeightsError with the reason when the weights cannot be loaded.
-    """
-    if weights not in ("imagenet", None) and not os.path.isfile(weights):
-        raise InceptionWeightsError(f"no weights file at {weights}")
-    if weights is None:
-        # The same random network every time, so features are reproducible (this reseeds the
-        # global generators, which only tests use).
-        keras.utils.set_random_seed(0)
-    try:
-        # Keras prints its download notice on stdout, which callers keep for results.
-        with contextlib.redirect_stdout(sys.stderr):
-            return keras.applications.InceptionV3(
-                include_top=False,
-                pooling="avg",
-                weights=weights,
-                input_shape=(INCEPTION_SIZE, INCEPTION_SIZE, 3),
-            )
-    except Exception as e:  # the download (URLError, HTTPError...) or reading the .h5 file
-        where = (
-            "downloading the ImageNet weights" if weights == "imagenet" else f"reading {weights}"
-        )
-        raise InceptionWeightsError(f"{where} failed: {type(e).__name__}: {e}") from e
-
-
-def inception_features(
-    images: np.ndarray,
-    weights: str | None = "imagenet",
-    batch_size: int = 32,
-    model: keras.Model | None = None,
-) -> np.ndarray:
-    """InceptionV3 pool features of images in [0, 1] (N, H, W, 3 or 1): (N, 2048) float64.
-
-    Images are resized to 299x299 (bilinear), grey ones repeated to RGB, and scaled to
-    [-1, 1] by the network's own preprocess_input. Pass `model` (from load_inception) to
-    reuse one network across calls.
-    """
-    images = np.asarray(images, np.float32)
-    if images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise ValueError(f"inception_features needs (N, H, W, 3 or 1) images, got {images.shape}")
-    if images.shape[-1] == 1:
-        images = np.repeat(images, 3, axis=-1)
-    model = model or load_inception(weights)
-    features = []
-    for start in range(0, len(images), batch_size):
-        batch = tf.image.resize(images[start : start + batch_size], (INCEPTION_SIZE,) * 2)
-        batch = keras.applications.inception_v3.preprocess_input(batch * 255.0)  # (B, 299, 299, 3)
-        features.append(model(batch, training=False).numpy())  # (B, 2048)
-    return np.concatenate(features).astype(np.float64)

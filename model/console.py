@@ -1,4 +1,4 @@
-"""What every command-line tool shares: quiet TensorFlow start-up and a progress line."""
+"""What every command-line tool shares: quiet TensorFlow start-up, --help, a progress line."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Callable, Sequence
 from typing import TextIO
+
+from absl import app, flags
 
 _QUIET_LEVEL = "2"  # hide INFO and WARNING from TensorFlow's C++ side
 
@@ -48,12 +51,31 @@ def quiet_tensorflow() -> None:
         del os.environ["TF_CPP_MIN_LOG_LEVEL"]
 
 
+def run_app(main: Callable[[Sequence[str]], None]) -> None:
+    """absl's app.run(main), with --help listing the tool's flags however it was started.
+
+    absl's --help lists the flags of the module named by sys.argv[0]: `python train.py`
+    names train.py, but a console script (facevae-train) names its wrapper, which defines
+    none, so absl printed only "Try --helpfull". The flags of `main`'s module are made key
+    flags of sys.argv[0] too, and the module's docstring heads the help if the wrapper has
+    none. Call it after the tool's flags are defined.
+    """
+    module = sys.modules[main.__module__]
+    for flag in flags.FLAGS.get_key_flags_for_module(module):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    script = sys.modules["__main__"]
+    if not script.__doc__:
+        script.__doc__ = module.__doc__
+    app.run(main)
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory so far, in MB (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """h:mm:ss, or m:ss under an hour."""
     seconds = int(max(seconds, 0))
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
@@ -100,7 +122,7 @@ class Progress:
         eta = (self.total - self.count) / self.rate if self.count else 0.0
         line = (
             f"{self.label} [{'#' * filled}{'.' * (24 - filled)}] {self.count}/{self.total} "
-            f"{self.rate:,.0f} {self.unit}/s ETA {_duration(eta)} "
+            f"{self.rate:,.0f} {self.unit}/s ETA {duration(eta)} "
         )
         self.stream.write(f"\r{line}" if self.tty else f"{line}\n")
         self.stream.flush()

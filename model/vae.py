@@ -19,9 +19,9 @@ Distribution: under tf.distribute (model.fit, or strategy.run(model.train_step, 
 custom loop) each replica divides its loss by num_replicas_in_sync before the gradients,
 so the summed gradients are those of the mean loss over the global batch; the metrics track
 the unscaled loss. Inside strategy.run the returned metric values are the replica's own;
-read `model.metrics` outside it (cross-replica context) for the global ones. compile()
-builds the optimizer's slots, so a custom loop may call strategy.run(model.train_step)
-inside a tf.function from the first step.
+read `model.metrics` outside it (cross-replica context) for the global ones. Keras builds
+the optimizer's slots at the first step; a loop that restores a checkpoint first calls
+model.optimizer.build(model.trainable_variables) under the strategy scope.
 
 Mixed precision: the latent heads and the logits are float32, and the loss goes through
 optimizer.scale_loss, which a keras LossScaleOptimizer implements (compile() wraps the
@@ -182,19 +182,6 @@ class VAE(keras.Model):
         return self.decode(z)
 
     # Losses and steps.
-
-    def compile(self, optimizer: Any = "rmsprop", **kwargs: Any) -> None:
-        """keras compile, then builds the optimizer's slots.
-
-        Creating them here (inside the caller's strategy scope) rather than on the first
-        step lets a custom loop call strategy.run(model.train_step, ...) in a tf.function.
-        """
-        super().compile(optimizer=optimizer, **kwargs)
-        self.optimizer.build(self.trainable_variables)
-
-    def compile_from_config(self, config: dict[str, Any]) -> None:
-        """Recompiles a loaded model (keras skips models that override compile)."""
-        self.compile(**keras.saving.deserialize_keras_object(config))
 
     def _kl_scale(self) -> tf.Tensor | float:
         if self.kl_warmup_steps == 0 or self.optimizer is None:

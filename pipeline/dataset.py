@@ -24,7 +24,7 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import tensorflow as tf
@@ -143,6 +143,23 @@ def explain_data_loss(data_dir: str, error: Exception) -> schema.DatasetError:
         f"reading {data_dir} failed ({message}), though every shard matches "
         f"{schema.manifest_path(data_dir)}: {_rerun_hint(data_dir)}"
     )
+
+
+@contextlib.contextmanager
+def explain_corrupt_shards(data_dir: str) -> Iterator[None]:
+    """Turns a DataLossError raised inside the block into a DatasetError naming the shard.
+
+    Wrap every reader of `data_dir`'s shards (iterating a dataset, `model.fit`,
+    `model.evaluate`, ...) so a corrupt record gives one line with the file and the fix
+    instead of TensorFlow's anonymous "corrupted record at N".
+
+        with dataset.explain_corrupt_shards(data_dir):
+            model.fit(dataset.load(data_dir, "train", 64, training=True), ...)
+    """
+    try:
+        yield
+    except tf.errors.DataLossError as e:
+        raise explain_data_loss(data_dir, e) from e
 
 
 # --------------------------------------------------------------------------- cache choice

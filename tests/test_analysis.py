@@ -91,36 +91,15 @@ def test_kid_is_zero_in_expectation_and_grows_with_shift():
     assert abs(same) < 0.05 < shifted
 
 
-@pytest.fixture(scope="module")
-def inception():
-    return analysis.load_inception(None)
-
-
-def test_inception_fid_and_kid_plumbing(inception):
-    rng = np.random.default_rng(5)
-    images = rng.random((6, 32, 32, 3)).astype(np.float32)
-    noisy = [np.clip(images + s * rng.standard_normal(images.shape), 0, 1) for s in (0.2, 0.5)]
-    feats = analysis.inception_features(images, model=inception, batch_size=4)
-    assert feats.shape == (6, 2048)
-    # The same network and images give the same features: the set against itself is ~0.
-    again = analysis.inception_features(images, model=inception)
-    np.testing.assert_allclose(again, feats, rtol=1e-4, atol=1e-9)
-    fid_self = analysis.frechet_distance(feats, again)
-    noisy_feats = [analysis.inception_features(x, model=inception) for x in noisy]
-    fids = [analysis.frechet_distance(feats, f) for f in noisy_feats]
-    assert fid_self < 1e-3 * fids[0]
-    assert fids[0] < fids[1]
-    kids = [analysis.kernel_inception_distance(feats, f, num_subsets=5)[0] for f in noisy_feats]
-    kid_self = analysis.kernel_inception_distance(feats, feats, num_subsets=5)[0]
-    assert abs(kid_self) < kids[0] < kids[1]
-
-
-def test_inception_weights_errors(tmp_path):
-    with pytest.raises(analysis.InceptionWeightsError, match="no weights file"):
-        analysis.load_inception(str(tmp_path / "missing.h5"))
-    bad = tmp_path / analysis.INCEPTION_WEIGHTS_FILE
-    bad.write_bytes(b"not an h5 file")
-    with pytest.raises(analysis.InceptionWeightsError, match="reading"):
-        analysis.load_inception(str(bad))
-    with pytest.raises(ValueError, match="3"):
-        analysis.inception_features(np.zeros((2, 8, 8, 2)), model=object())
+def test_fid_from_cached_statistics_equals_fid_from_features():
+    rng = np.random.default_rng(6)
+    a = rng.standard_normal((400, 6))
+    b = rng.standard_normal((300, 6)) @ rng.standard_normal((6, 6)) + 0.5
+    mu, cov = analysis.gaussian_stats(a)
+    np.testing.assert_allclose(mu, a.mean(0))
+    np.testing.assert_allclose(cov, np.cov(a, rowvar=False))
+    from_stats = analysis.frechet_distance_from_stats(mu, cov, *analysis.gaussian_stats(b))
+    np.testing.assert_allclose(from_stats, analysis.frechet_distance(a, b), rtol=1e-8)
+    assert analysis.frechet_distance_from_stats(mu, cov, mu, cov) == pytest.approx(0, abs=1e-9)
+    with pytest.raises(ValueError, match="feature sizes differ"):
+        analysis.frechet_distance_from_stats(mu, cov, mu[:3], cov[:3, :3])

@@ -1,10 +1,18 @@
-"""Smoke test of the training benchmark CLI: one JSON line, tiny settings."""
+"""Tests of tools/bench_train.py: the FLOP count, and the CLI's JSON lines on tiny settings.
+
+Timings are not checked (benchmarks print numbers, tests check their shape and sanity).
+"""
 
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from model.networks import NetworkConfig
+from tools.bench_train import VARIANTS, training_flops_per_image
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,29 +28,72 @@ def run_bench(*flags: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_prints_one_json_line_with_both_setups():
+def test_flops_of_the_default_network_by_hand():
+    conv = 2 * 9 * (48 * 48 * 3 * 32 + 24 * 24 * 32 * 64 + 12 * 12 * 64 * 128 + 6 * 6 * 128 * 256)
+    heads = 2 * 2 * 9216 * 256
+    dense = 2 * 256 * 9216
+    # Transposed convolutions run over their input grid: 6x6 -> 12x12 ... 48x48 -> 96x96.
+    deconv = 2 * 9 * (6 * 6 * 256 * 128 + 12 * 12 * 128 * 64 + 24 * 24 * 64 * 32 + 48 * 48 * 32 * 3)
+    forward = conv + heads + dense + deconv
+    first_conv = 2 * 9 * 48 * 48 * 3 * 32  # no input gradient for the images
+    flops = training_flops_per_image(NetworkConfig())
+    assert flops == 3 * forward - first_conv
+    assert 0.44e9 < flops < 0.45e9  # the ~0.45 GFLOP per training image of issue 11
+
+
+def test_prints_one_json_line_per_variant(tiny_data_dir):
     result = run_bench(
-        "--batch_size=2",
-        "--steps=1",
+        f"--data_dir={tiny_data_dir}",
+        "--batch_size=4",
+        "--steps=2",
         "--warmup_steps=1",
-        "--num_images=4",
+        "--num_images=8",
         "--z_dim=8",
-        "--variants=custom,baseline",
+        "--filters=8,16",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 1
-    report = json.loads(lines[0])
-    assert report["benchmark"] == "train" and report["batch_size"] == 2
-    for variant in ("custom", "baseline"):
-        assert report[variant]["images_per_s"] > 0
-        assert report[variant]["peak_rss_mb"] > 0
-    assert report["speedup_custom"] > 0
-    assert "custom_xla" not in report
-    assert "bench_train: custom" in result.stderr
+    reports = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert [r["variant"] for r in reports] == list(VARIANTS)
+    flops = training_flops_per_image(NetworkConfig((32, 32, 3), filters=(8, 16), z_dim=8))
+    for report in reports:
+        name = report["variant"]
+        assert report["benchmark"] == "train" and report["batch_size"] == 4, name
+        assert report["image_shape"] == [32, 32, 3] and report["filters"] == [8, 16], name
+        assert report["images_per_s"] > 0 and report["peak_rss_mb"] > 100, name
+        # ms/step and img/s describe the same steps.
+        assert report["ms_per_step"] == pytest.approx(4000 / report["images_per_s"], rel=0.02)
+        assert report["flops_per_image"] == flops
+        assert report["gflops_per_s"] == pytest.approx(
+            report["images_per_s"] * flops / 1e9, abs=0.06
+        )
+        assert report["matmul_peak_gflops"] > 1
+        assert 0 < report["share_of_peak"] < 1, name
+        assert len(report["rounds_images_per_s"]) == 1
+        others = {f"speedup_vs_{b}" for b in ("seed_keras_bn", "seed") if b != name}
+        assert others <= set(report), name
+        assert all(report[key] > 0 for key in others)
+    train_py = reports[-1]["train_py"]
+    assert train_py["batch_size"] == 4 and train_py["steps"] == 2
+    assert "bench_train: seed_keras_bn" in result.stderr
 
 
-def test_unknown_variant_is_a_usage_error():
-    result = run_bench("--variants=custom,fast")
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--variants=seed,fast"], "--variants: unknown ['fast']"),
+        (["--num_images=4", "--batch_size=8"], "--num_images=4 is below --batch_size=8"),
+        (["--filters=8,x"], "--filters="),
+    ],
+)
+def test_bad_flags_are_usage_errors(flags, message):
+    result = run_bench(*flags)
     assert result.returncode != 0
-    assert "--variants: unknown ['fast']" in result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_missing_dataset_is_one_line(tmp_path):
+    result = run_bench(f"--data_dir={tmp_path / 'nowhere'}", "--variants=seed")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert str(tmp_path / "nowhere") in result.stderr.strip().splitlines()[-1]

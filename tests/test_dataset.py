@@ -469,6 +469,45 @@ def test_corrupt_shard(datasets: dict[str, str], tmp_path) -> None:
     assert "train-00000-of-00003" in str(explained) and "--overwrite" in str(explained)
 
 
+def _flip_byte(path: str) -> None:
+    """Same size, one byte flipped in the middle of a record: only the CRC check sees it."""
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+@pytest.mark.parametrize("reader", ["load", "examples"])
+def test_corrupt_validation_shard_is_named_by_explain_corrupt_shards(
+    datasets: dict[str, str], tmp_path, reader: str
+) -> None:
+    data_dir = str(_copy(datasets, tmp_path))
+    _flip_byte(os.path.join(data_dir, "validation-00000-of-00001.tfrecord"))
+    if reader == "load":
+        ds = dataset.load(data_dir, "validation", 2, training=False)
+    else:
+        ds = dataset.examples(data_dir, "validation")
+    with pytest.raises(schema.DatasetError) as caught, dataset.explain_corrupt_shards(data_dir):
+        list(ds)
+    message = str(caught.value)
+    assert "validation-00000-of-00001.tfrecord" in message and "--overwrite" in message
+    assert "\n" not in message
+    assert isinstance(caught.value.__cause__, tf.errors.DataLossError)
+
+
+def test_explain_corrupt_shards_leaves_other_errors_and_results_alone(
+    datasets: dict[str, str],
+) -> None:
+    with dataset.explain_corrupt_shards(datasets["png"]):
+        count = sum(
+            len(batch) for batch in dataset.load(datasets["png"], "train", 8, training=False)
+        )
+    assert count == _split_size("png")
+    with pytest.raises(KeyError), dataset.explain_corrupt_shards(datasets["png"]):
+        raise KeyError("not a data loss")
+
+
 def test_explain_data_loss_when_every_shard_matches(datasets: dict[str, str]) -> None:
     error = tf.errors.DataLossError(None, None, "corrupted record at 12")
     explained = dataset.explain_data_loss(datasets["png"], error)

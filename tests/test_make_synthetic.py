@@ -349,3 +349,17 @@ def test_cli(tmp_path):
     )
     for flag in ("--out", "--n", "--seed", "--workers", "--layout", "overwrite"):
         assert flag in helped.stdout
+    assert "at most 1,000,000" in " ".join(helped.stdout.split())  # the cap is in --help
+
+
+def test_n_over_the_cap_stops_in_one_line_before_drawing(tmp_path):
+    with pytest.raises(ValueError, match=r"--n must be in 1\.\.1,000,000, got 1,000,001"):
+        ms.write_source(str(tmp_path / "big"), ms.MAX_IMAGES + 1)
+    assert not os.listdir(tmp_path)  # nothing started
+    cmd = [sys.executable, "-m", "tools.make_synthetic", "--out", str(tmp_path / "cli")]
+    done = subprocess.run(
+        [*cmd, "--n", "100000000"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "--n=100000000" in done.stderr and "1000000" in done.stderr
+    assert not os.listdir(tmp_path)

@@ -2,12 +2,16 @@
 
 import io
 import json
+import multiprocessing
 import os
 import pathlib
 import random
+import struct
 import subprocess
 import sys
+import threading
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -508,8 +512,10 @@ def test_complete_dataset_is_not_overwritten_without_the_flag(prepared, official
     assert (foreign / "thesis.tex").read_text() == "precious"
     copy = str(tmp_path / "copy")
     pc.prepare(official, copy, workers=1, verbose=False)
+    os.makedirs(os.path.join(copy, "judge"))  # tools.train_judge's: stale once re-prepared
     replaced = pc.prepare(official, copy, size=32, fmt="png", overwrite=True, verbose=False)
     assert replaced["image"]["height"] == 32 and schema.read_manifest(copy) == replaced
+    assert not os.path.exists(os.path.join(copy, "judge"))
     record = read_split(copy, replaced, "test")[0]
     assert image_of(record).shape == (32, 32, 3) and record["format"] == b"png"
 
@@ -591,3 +597,209 @@ def test_synthetic_source_end_to_end(tmp_path, layout):
         x, y = np.array(rows["list_landmarks_align_celeba"][name], float).reshape(5, 2).T
         expected = np.stack([x * 96 / 178, (y - 40) * 96 / 178], axis=1).reshape(10)
         np.testing.assert_allclose(r["landmarks"], expected, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+def declared_png(width: int, height: int) -> bytes:
+    """A PNG of a few bytes whose header declares width x height: a decompression bomb."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body)
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * (3 * width + 1))  # one row; PIL never gets to read it
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+def zip_with_zeros(path, members: dict[str, bytes], name: str, size: int) -> None:
+    """A zip holding `members` and `name`: `size` zero bytes streamed in, never held."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for member, data in members.items():
+            z.writestr(member, data)
+        with z.open(name, "w", force_zip64=True) as f:
+            block = bytes(2**20)
+            for start in range(0, size, len(block)):
+                f.write(block[: size - start])
+
+
+def test_huge_files_and_bombs_are_skipped_unread_with_the_limit_named(tmp_path):
+    images = faces(2)
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, data in images.items():
+        (src / name).write_bytes(data)
+    with open(src / "sparse.jpg", "wb") as f:  # 4 GiB that take no disk: never read
+        f.truncate(4 * 2**30)
+    (src / "bomb.png").write_bytes(declared_png(20_000, 20_000))  # PIL's own limit too
+    (src / "big.png").write_bytes(declared_png(7_000, 7_000))  # 49 MP: over ours only
+    os.mkfifo(src / "fifo.jpg")  # reading would block forever
+    manifest = pc.prepare(str(src), str(tmp_path / "out"), workers=2, verbose=False)
+    reasons = {s["source_id"]: s["reason"] for s in manifest["skipped"]}
+    assert set(reasons) == {"sparse.jpg", "bomb.png", "big.png", "fifo.jpg"}
+    assert "4,096.0 MB, over the 50 MB limit of --max_file_mb" in reasons["sparse.jpg"]
+    assert "7000x7000" in reasons["big.png"] and "--max_megapixels 40" in reasons["big.png"]
+    assert "--max_megapixels" in reasons["bomb.png"]
+    assert "not a regular file" in reasons["fifo.jpg"]
+    assert sum(info["num_examples"] for info in manifest["splits"].values()) == len(images)
+
+
+def test_archive_members_are_checked_by_header_size_and_ratio_before_inflating(tmp_path):
+    members = {f"faces/{name}": data for name, data in faces(2).items()}
+    big = tmp_path / "big.zip"  # 3 MB of zeros in a few KB, limit 2 MB: by the header's size
+    zip_with_zeros(big, members, "faces/bomb.jpg", 3 * 2**20)
+    manifest = pc.prepare(str(big), str(tmp_path / "a"), workers=1, max_file_mb=2, verbose=False)
+    assert manifest["skipped"] == [
+        {
+            "source_id": "faces/bomb.jpg",
+            "reason": "3.0 MB, over the 2 MB limit of --max_file_mb (raise it to include the file)",
+        }
+    ]
+    ratio = tmp_path / "ratio.zip"  # under the size limit, but inflates ~1000:1
+    zip_with_zeros(ratio, members, "faces/padded.png", 2 * 2**20)
+    manifest = pc.prepare(str(ratio), str(tmp_path / "b"), workers=1, verbose=False)
+    (skipped,) = manifest["skipped"]
+    assert skipped["source_id"] == "faces/padded.png" and "zip bomb" in skipped["reason"]
+
+
+def test_archive_header_that_lies_about_the_size_costs_no_more_than_it_says(tmp_path):
+    members = {f"faces/{name}": data for name, data in faces(2).items()}
+    liar = tmp_path / "liar.zip"
+    zip_with_zeros(liar, members, "faces/liar.jpg", 8 * 2**20)
+    data = bytearray(liar.read_bytes())
+    entry = data.rindex(b"PK\x01\x02")  # the last member's central directory entry
+    assert data[entry + 24 : entry + 28] == struct.pack("<I", 8 * 2**20)  # its size
+    data[entry + 24 : entry + 28] = struct.pack("<I", 1000)  # now "1000 bytes"; really 8 MB
+    liar.write_bytes(bytes(data))
+    manifest = pc.prepare(str(liar), str(tmp_path / "out"), workers=1, verbose=False)
+    (skipped,) = manifest["skipped"]  # read up to the 1000 bytes, then the CRC disagrees
+    assert skipped["source_id"] == "faces/liar.jpg"
+    assert "cannot read the file (BadZipFile" in skipped["reason"]
+
+
+def test_unsafe_archive_paths_are_listed_as_skipped(tmp_path):
+    good = encoded(face(0))
+    archive = tmp_path / "src.zip"
+    unsafe = ["../evil.jpg", "faces/../../evil2.jpg", "/abs/evil3.jpg", "C:/evil4.jpg"]
+    unsafe += ["faces/..\\..\\evil5.jpg", "../list_attr_celeba.txt"]
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("faces/000001.jpg", good)
+        z.writestr("faces/000002.jpg", good)
+        for name in unsafe:
+            z.writestr(zipfile.ZipInfo(name), good)
+    assert set(unsafe) <= set(zipfile.ZipFile(archive).namelist())  # stored as written
+    manifest = pc.prepare(str(archive), str(tmp_path / "out"), workers=1, verbose=False)
+    reasons = {s["source_id"]: s["reason"] for s in manifest["skipped"]}
+    assert set(reasons) == set(unsafe)
+    assert all(r == pc.UNSAFE_MEMBER_REASON for r in reasons.values())
+    assert sum(info["num_examples"] for info in manifest["splits"].values()) == 2
+
+
+def test_label_files_beyond_the_limits_stop_with_the_file_named(tmp_path, monkeypatch):
+    src = write_celeba(tmp_path / "src", faces())
+    path = pathlib.Path(src, "list_attr_celeba.txt")
+    original = path.read_text()
+    monkeypatch.setattr(pc, "MAX_LABEL_FILE_MB", 1)
+    path.write_text(original + " " * 2**20)
+    with pytest.raises(pc.PrepareError, match=r"list_attr_celeba\.txt: 1\.0 MB, over the 1 MB"):
+        pc.prepare(src, str(tmp_path / "a"), workers=1, verbose=False)
+    path.write_text(original + "x" * (pc.MAX_LABEL_LINE_CHARS + 1) + "\n")
+    with pytest.raises(pc.PrepareError, match=r"list_attr_celeba\.txt:15: a line of 10,002"):
+        pc.prepare(src, str(tmp_path / "b"), workers=1, verbose=False)
+    monkeypatch.setattr(pc, "MAX_LABEL_ROWS", 5)
+    path.write_text(original)
+    with pytest.raises(pc.PrepareError, match=r"list_eval_partition\.txt:6: more than 5 rows"):
+        pc.prepare(src, str(tmp_path / "c"), workers=1, verbose=False)
+    assert not any(p.name in ("a", "b", "c") for p in tmp_path.iterdir())
+
+
+def test_pixel_budget_makes_a_large_image_wait_for_free_pixels():
+    budget = pc._PixelBudget(multiprocessing.get_context(), 3)
+    order = []
+
+    def take() -> None:
+        with budget.reserve(1_500_000):  # 2 units
+            order.append("b")
+
+    with budget.reserve(2_500_000):  # 3 of 3 units taken
+        waiter = threading.Thread(target=take)
+        waiter.start()
+        waiter.join(0.3)
+        order.append("a released")
+    waiter.join(5)
+    assert order == ["a released", "b"]
+    with budget.reserve(900_000), budget.reserve(900_000):  # under 1 MP: takes nothing
+        pass
+
+
+def test_in_order_keeps_the_order_and_bounds_what_waits_for_the_writer():
+    class Pool:  # runs each chunk at once; counts chunks submitted and not yet consumed
+        def __init__(self):
+            self.pending = self.most = 0
+
+        def apply_async(self, fn, args):
+            self.pending += 1
+            self.most = max(self.most, self.pending)
+            pool = self
+
+            class Result:
+                def get(self):
+                    pool.pending -= 1
+                    return [(task, None, None) for task in args[0]]
+
+            return Result()
+
+    pool = Pool()
+    results = pc._in_order(pool, list(range(100)), chunksize=3, max_chunks=4)
+    assert [task for task, _, _ in results] == list(range(100))
+    assert pool.most == 4
+
+
+def test_size_over_the_limit_is_refused_in_one_line_and_limits_are_in_help(tmp_path, official):
+    with pytest.raises(ValueError, match=r"--size must be in 1\.\.1024, got 100000"):
+        pc.Recipe(size=100_000)
+    command = [sys.executable, "-m", "tools.prepare_celeba", f"--src={official}"]
+    runs = [  # both at once: each start-up imports TensorFlow
+        subprocess.Popen(
+            [*command, *more], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for more in ([f"--out={tmp_path / 'out'}", "--size=100000"], ["--help"])
+    ]
+    (_, refused), (help_text, _) = [run.communicate(timeout=120) for run in runs]
+    assert runs[0].returncode != 0 and "Traceback" not in refused
+    assert "--size=100000" in refused and "1024" in refused
+    assert not (tmp_path / "out").exists()
+    unwrapped = " ".join(help_text.split())
+    limits = [
+        "(at most 1024)",
+        "--max_file_mb: Source images larger than this (MB)",
+        "(default: '50')",
+        "at most 100)",
+        "(default: '40')",
+    ]
+    assert all(limit in unwrapped for limit in limits), limits  # every limit is in --help
+
+
+def test_workers_beyond_four_per_core_are_not_started(official, tmp_path, monkeypatch):
+    started = []
+    processed = pc._processed
+
+    def spy(tasks, root, recipe, limits, workers):
+        started.append(workers)
+        return processed(tasks, root, recipe, limits, workers)
+
+    monkeypatch.setattr(pc, "_processed", spy)
+    monkeypatch.setattr(pc, "default_workers", lambda: 1)
+    pc.prepare(official, str(tmp_path / "out"), workers=10_000, verbose=False)
+    assert started == [4]
+
+
+def test_docstring_shown_by_help_states_the_real_limits():
+    doc = " ".join(pc.__doc__.split())
+    assert f"more than {pc.MAX_COMPRESSION_RATIO}:1" in doc
+    assert f"Label files over {pc.MAX_LABEL_FILE_MB} MB, {pc.MAX_LABEL_ROWS:,} rows" in doc
+    assert f"{pc.MAX_LABEL_LINE_CHARS:,}-character lines" in doc

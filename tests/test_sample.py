@@ -83,11 +83,84 @@ def setup(tmp_path_factory):
     return {"root": root, "data": data, **workdirs, "untrained": str(empty), "ids": source_ids}
 
 
+def flip_a_byte(path: str) -> None:
+    """Same size, one byte flipped mid-file: only TFRecord's CRC check notices."""
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
 @pytest.fixture(scope="module")
-def runs(setup):
+def hostile(setup):
+    """Copies of the dataset with a corrupt test or train shard, a read-only copy of the vae
+    run (a read-only tmpfs as root, where folder permissions do not bind; None if neither
+    works), and a file and a folder in the way of --out."""
+    root = setup["root"]
+    made = {}
+    for split in ("test", "train"):
+        copy = shutil.copytree(setup["data"], root / f"corrupt_{split}")
+        flip_a_byte(str(min(copy.glob(f"{split}-*.tfrecord"))))
+        made[f"corrupt_{split}"] = str(copy)
+    read_only, mounted = root / "read_only", False
+    read_only.mkdir()
+    if os.geteuid() == 0:
+        mount = ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(read_only)]
+        mounted = subprocess.run(mount, capture_output=True).returncode == 0
+        if mounted:
+            shutil.copytree(setup["vae"], read_only / "vae")
+            remount = ["mount", "-o", "remount,ro", str(read_only)]
+            mounted = subprocess.run(remount, capture_output=True).returncode == 0
+    else:
+        shutil.copytree(setup["vae"], read_only / "vae")
+        for folder, _, _ in os.walk(read_only):
+            os.chmod(folder, 0o555)
+    writable = os.access(read_only / "vae", os.W_OK) if (read_only / "vae").exists() else True
+    made["read_only_vae"] = None if writable else str(read_only / "vae")
+    made["read_only_listing"] = sorted(os.listdir(read_only / "vae")) if not writable else []
+    (root / "a_file").write_text("in the way")
+    made["a_file"], made["a_folder"] = str(root / "a_file"), str(root / "out")
+    yield made
+    if mounted:
+        subprocess.run(["umount", "-l", str(read_only)], check=False)
+    elif os.geteuid() != 0:
+        for folder, _, _ in os.walk(read_only):
+            os.chmod(folder, 0o755)
+
+
+def hostile_argvs(setup: dict, hostile: dict, png) -> dict[str, list[str]]:
+    """Flags and inputs a user can get wrong: each must stop in one line, before any work."""
+
+    def argv(flags: str, *more: str, out: bool = True) -> list[str]:
+        return ["--workdir", setup["vae"], *flags.split(), *more, *(png("x") if out else [])]
+
+    argvs = {
+        "temperature_inf": argv("--temperature inf"),
+        "temperature_nan": argv("--temperature nan"),
+        "strengths_nan": argv("--mode attribute --strengths 1,nan"),
+        "boundaries_bad": argv("--mode boundary --boundaries=-5,nan"),
+        "n_huge": argv("--n 100000"),
+        "grid_huge": argv("--mode interpolate --n 1000 --steps 64"),
+        "scale_huge": argv("--n 1000 --scale 16"),
+        "max_examples_huge": argv("--mode stats --max_examples 3000000"),
+        "out_folder": argv("--out", hostile["a_folder"], out=False),
+        "out_under_file": argv("--out", os.path.join(hostile["a_file"], "x.png"), out=False),
+        "corrupt_reconstruct": argv("--mode reconstruct --data_dir", hostile["corrupt_test"]),
+        "corrupt_stats": argv("--mode stats --data_dir", hostile["corrupt_test"]),
+        "corrupt_attribute": argv("--mode attribute --data_dir", hostile["corrupt_train"]),
+    }
+    if hostile["read_only_vae"]:
+        argvs["read_only_attribute"] = [
+            *("--workdir", hostile["read_only_vae"], "--mode", "attribute", "--n", "2"),
+            *png("read_only_attribute"),
+        ]
+    return argvs
+
+
+@pytest.fixture(scope="module")
+def runs(setup, hostile):
     vae, ae, out = setup["vae"], setup["ae"], str(setup["root"] / "out")
-    eval_flags = ["--mode", "eval", "--inception_weights", "none", "--fid_samples", "5",
-                  "--kid_subsets", "3"]  # fmt: skip
 
     def png(name: str) -> list[str]:
         return ["--out", os.path.join(out, f"{name}.png")]
@@ -96,6 +169,11 @@ def runs(setup):
         "random": ["--workdir", vae, "--n", "6", "--scale", "2", "--save_individual",
                    os.path.join(out, "faces"), *png("random")],
         "random_again": ["--workdir", vae, "--n", "6", "--scale", "2", *png("random_again")],
+        "random_gmm": ["--workdir", vae, "--n", "6", "--scale", "2", "--prior", "gmm",
+                       *png("random_gmm")],
+        "random_gmm_again": ["--workdir", vae, "--n", "6", "--scale", "2", "--prior", "gmm",
+                             *png("random_gmm_again")],
+        "random_gmm_ae": ["--workdir", ae, "--n", "4", "--prior", "gmm", *png("random_gmm_ae")],
         "reconstruct": ["--workdir", vae, "--mode", "reconstruct", "--n", "3", *png("rec")],
         "interpolate_images": ["--workdir", vae, "--mode", "interpolate", "--indices", "0,1",
                                "--steps", "5", "--method", "linear", *png("interp_images")],
@@ -117,10 +195,6 @@ def runs(setup):
         "denoise_mask": ["--workdir", ae, "--mode", "denoise", "--n", "3",
                          "--corruption", "mask", "--noise", "0.5", *png("denoise_mask")],
         "stats": ["--workdir", vae, "--mode", "stats", *png("stats")],
-        "eval": ["--workdir", vae, *eval_flags, *png("eval")],
-        "eval_again": ["--workdir", vae, *eval_flags, *png("eval_again")],
-        "eval_no_weights": ["--workdir", ae, "--mode", "eval", "--inception_weights",
-                            os.path.join(out, "missing.h5"), *png("eval_no_weights")],
         "bad_attribute": ["--workdir", vae, "--mode", "attribute", "--attribute", "Smilng",
                           *png("x")],
         "bad_split": ["--workdir", vae, "--mode", "reconstruct", "--split", "dev", *png("x")],
@@ -132,6 +206,7 @@ def runs(setup):
                           *png("x")],
         "untrained": ["--workdir", setup["untrained"], *png("x")],
         "missing_workdir": ["--workdir", str(setup["root"] / "nowhere"), *png("x")],
+        **hostile_argvs(setup, hostile, png),
     }  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-c", DRIVER, json.dumps(argvs)], cwd=ROOT, capture_output=True,
@@ -165,7 +240,8 @@ EXPECTED_GRIDS = {  # name: (png, rows, cols, scale)
     "boundary_vae": ("boundary", 3, 4, 1),  # b = 1, b = 10, N(0, I)
     "denoise": ("denoise", 3, 3, 1),  # clean, corrupted, reconstructed
     "denoise_mask": ("denoise_mask", 3, 3, 1),
-    "eval": ("eval", 2, 8, 1),  # 5 real (padded to a row of 8) above 5 generated
+    "random_gmm": ("random_gmm", 2, 3, 2),
+    "random_gmm_ae": ("random_gmm_ae", 2, 2, 1),
 }
 
 
@@ -251,30 +327,16 @@ def test_stats_json_and_chart(runs):
     assert width > height > 100
 
 
-def test_eval_results_and_reproducibility(runs):
-    report = ok(runs, "eval")
-    line = json.loads(report["stdout"])  # exactly one line of JSON
-    with open(line["json"]) as f:
-        assert json.load(f) == line
-    assert line["num_examples"] == 5 and line["fid_samples"] == 5
-    assert line["elbo_nats"] < 0 and line["bits_per_dim"] > 0
-    assert line["fid"] is not None and line["fid"] >= 0 and line["kid"] is not None
-    again = json.loads(ok(runs, "eval_again")["stdout"])
-    strip = {"grid", "json"}
-    assert {k: v for k, v in again.items() if k not in strip} == {
-        k: v for k, v in line.items() if k not in strip
-    }
-    with open(line["grid"], "rb") as a, open(again["grid"], "rb") as b:
+def test_gmm_prior_is_fitted_once_cached_and_reproducible(runs, setup):
+    first, again = ok(runs, "random_gmm"), ok(runs, "random_gmm_again")
+    assert "fitted a" in first["stderr"] and "fitted a" not in again["stderr"]  # the cache
+    assert os.path.isfile(os.path.join(setup["vae"], "prior_gmm.npz"))
+    paths = [os.path.join(runs["out"], f"{n}.png") for n in ("random_gmm", "random_gmm_again")]
+    with open(paths[0], "rb") as a, open(paths[1], "rb") as b:
         assert a.read() == b.read()
-
-
-def test_eval_without_inception_weights_reports_other_metrics(runs):
-    report = ok(runs, "eval_no_weights")
-    line = json.loads(report["stdout"])
-    assert line["fid"] is None and line["kid"] is None
-    assert "FID/KID left out: no weights file" in report["stderr"]
-    assert "--inception_weights /path/to/inception_v3_weights" in report["stderr"]
-    assert np.isfinite(line["mse"]) and np.isfinite(line["elbo_nats"])
+    with open(os.path.join(runs["out"], "random.png"), "rb") as normal, open(paths[0], "rb") as gmm:
+        assert normal.read() != gmm.read()  # the same seed and size, another prior
+    ok(runs, "random_gmm_ae")  # a plain autoencoder becomes generative the same way
 
 
 @pytest.mark.parametrize(
@@ -303,8 +365,11 @@ def test_command_line(runs, setup, tmp_path):
     cli = [sys.executable, os.path.join(ROOT, "sample.py")]
     helped = subprocess.run([*cli, "--help"], capture_output=True, text=True, cwd=ROOT)
     for mode in ("random", "reconstruct", "interpolate", "attribute", "traverse", "boundary",
-                 "denoise", "stats", "eval"):  # fmt: skip
+                 "denoise", "stats"):  # fmt: skip
         assert f"\n  {mode} " in helped.stdout
+    unwrapped = " ".join(helped.stdout.split())
+    for limit in ("at most 1024", "2..64", "1..16", "at most 4096 images of 16 megapixels"):
+        assert limit in unwrapped  # every cap a user can hit is in --help
     unknown = subprocess.run([*cli, "--workdir", setup["vae"], "--mode", "faces"],
                              capture_output=True, text=True, cwd=ROOT)  # fmt: skip
     assert unknown.returncode != 0
@@ -316,3 +381,41 @@ def test_command_line(runs, setup, tmp_path):
     assert done.stdout.strip() == out
     with open(out, "rb") as a, open(os.path.join(runs["out"], "random.png"), "rb") as b:
         assert a.read() == b.read()  # another process, the same seed: the same bytes
+
+
+ONE_LINE_ERRORS = {  # name: what the one line must say
+    "temperature_inf": "--temperature must be a positive finite number",
+    "temperature_nan": "--temperature must be a positive finite number",
+    "strengths_nan": "--strengths=1,nan: nan is not a finite number",
+    "boundaries_bad": "--boundaries=-5,nan: -5 is not a positive finite number",
+    "n_huge": "--n must be in 0..1024",
+    "grid_huge": "grid of 64,000 images",
+    "scale_huge": "(262.14 at --scale=16); the limits are 4,096 images, 16 megapixels (64",
+    "max_examples_huge": "--max_examples=3000000: at z_dim 8 at most 2,097,152 images",
+    "out_folder": "is a folder: give the path of a file",
+    "out_under_file": "a_file is a file",
+    "corrupt_reconstruct": "test-00000-of-00001.tfrecord has a different sha256",
+    "corrupt_stats": "test-00000-of-00001.tfrecord has a different sha256",
+    "corrupt_attribute": "train-00000-of-00003.tfrecord has a different sha256",
+}
+
+
+@pytest.mark.parametrize("name", sorted(ONE_LINE_ERRORS))
+def test_bad_flags_and_corrupt_shards_stop_in_one_line(runs, name):
+    report = runs[name]
+    assert report["code"] != 0
+    assert ONE_LINE_ERRORS[name] in report["message"]
+    assert "\n" not in report["message"].strip()
+    assert "Traceback" not in report["stderr"]
+    assert not os.path.exists(os.path.join(runs["out"], "x.png"))  # nothing written
+    if name.startswith("corrupt"):
+        assert "--overwrite" in report["message"]  # the fix: prepare the dataset again
+
+
+def test_attribute_on_a_read_only_workdir_warns_and_goes_on(runs, hostile):
+    if not hostile["read_only_vae"]:
+        pytest.skip("no read-only folder here (root without a tmpfs mount)")
+    report = ok(runs, "read_only_attribute")
+    assert "attribute vectors not cached" in report["stderr"]
+    assert os.path.isfile(os.path.join(runs["out"], "read_only_attribute.png"))
+    assert sorted(os.listdir(hostile["read_only_vae"])) == hostile["read_only_listing"]

@@ -1,9 +1,15 @@
-"""train.py end to end: the real command on a tiny synthetic dataset."""
+"""train.py end to end: the real command (and several at once) on a tiny synthetic dataset.
+
+The library behind it, model.trainer, is tested in-process in test_trainer.py; these
+tests need processes: flags and settings order, console output to a file, kill -9,
+signals, virtual CPUs and two workers.
+"""
 
 import json
 import os
-import shutil
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,63 +18,102 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from model.callbacks import logged_steps
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--batch_size=8", "--z_dim=8", "--filters=8,16", "--shuffle_buffer=64", "--cache=none"]
+ESCAPES = re.compile(r"\x1b|\r|\x08")  # ANSI escape codes, carriage returns, backspaces
+
+
+def command(*args: str) -> list[str]:
+    return [sys.executable, os.path.join(ROOT, "train.py"), *TINY, *args]
 
 
 def train(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, os.path.join(ROOT, "train.py"), *TINY, *args],
-        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-    )  # fmt: skip
+    return subprocess.run(command(*args), capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
-def read_json(path: str) -> dict:
-    with open(path) as f:
-        return json.load(f)
+def latest_step(workdir) -> int:
+    latest = tf.train.latest_checkpoint(os.path.join(workdir, "ckpt"))
+    return int(latest.rsplit("-", 1)[1]) if latest else 0
 
 
-def events(folder: str) -> dict[str, list]:
-    """Tag -> list of (step, tensor) read back from the TensorBoard event files in a folder."""
-    found: dict[str, list] = {}
+def optimizer_steps(workdir) -> int:
+    reader = tf.train.load_checkpoint(os.path.join(workdir, "ckpt"))
+    return int(reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def epoch_loss_in_tensorboard(workdir, step: int) -> float:
+    folder = os.path.join(workdir, "logs", "train")
     for name in os.listdir(folder):
-        for event in tf.compat.v1.train.summary_iterator(os.path.join(folder, name)):
+        for record in tf.data.TFRecordDataset(os.path.join(folder, name)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
             for value in event.summary.value:
-                found.setdefault(value.tag, []).append((event.step, value.tensor))
-    return found
+                if value.tag == "loss" and event.step == step:
+                    return float(tf.make_ndarray(value.tensor))
+    raise AssertionError(f"no loss at step {step} in {folder}")
+
+
+def start_until(args: list[str], workdir, done, env=None, timeout: float = 180) -> subprocess.Popen:
+    """Starts train.py and returns once `done(latest checkpoint step)` holds."""
+    proc = subprocess.Popen(
+        command(*args),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + timeout
+    while not (reached := done(latest_step(workdir))) and time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"train.py ended first: {proc.communicate()[1][-2000:]}")
+        time.sleep(0.02)
+    assert reached, f"no such checkpoint in {timeout} s"
+    return proc
 
 
 @pytest.fixture(scope="module")
-def run_two_steps(tiny_data_dir, tmp_path_factory):
+def demo_run(tiny_data_dir, tmp_path_factory):
+    """--demo with tiny settings and output to a pipe, as under nohup or CI."""
     workdir = str(tmp_path_factory.mktemp("run") / "w")
-    done = train(f"--data_dir={tiny_data_dir}", f"--workdir={workdir}", "--epochs=1",
-                 "--steps_per_epoch=2")  # fmt: skip
+    done = train(
+        f"--data_dir={tiny_data_dir}",
+        f"--workdir={workdir}",
+        "--demo",
+        "--epochs=1",
+        "--steps_per_epoch=4",
+        "--log_every_steps=2",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return workdir, done
 
 
-def test_two_steps_create_every_artifact(run_two_steps):
-    workdir, done = run_two_steps
-    config = read_json(os.path.join(workdir, "config.json"))
-    assert config["flags"]["z_dim"] == 8 and config["model"]["network"]["z_dim"] == 8
-    assert config["flags"]["filters"] == [8, 16]
-    assert tf.train.latest_checkpoint(os.path.join(workdir, "ckpt")).endswith("ckpt-2")
-    assert os.path.isfile(os.path.join(workdir, "samples", "epoch_0001.png"))
-    assert os.path.isfile(os.path.join(workdir, "model.keras"))
-    assert "epoch 1/1" in done.stdout and "samples in" in done.stdout
+def test_log_to_a_file_is_plain_lines_with_tensorboards_epoch_loss(demo_run):
+    workdir, done = demo_run
+    assert not ESCAPES.search(done.stdout)
+    lines = done.stdout.splitlines()
+    assert [line.split("  ")[0] for line in lines if line.startswith("epoch")] == [
+        "epoch 1/1 step 2/4",
+        "epoch 1/1",
+    ]
+    (epoch_line,) = [line for line in lines if line.startswith("epoch 1/1  train loss ")]
+    shown = epoch_line.split("train loss ")[1].split()[0]
+    assert shown == f"{epoch_loss_in_tensorboard(workdir, 4):.4g}"
     assert "I0000" not in done.stderr and "INFO" not in done.stderr  # TF log noise quieted
-    assert not [n for n in os.listdir(workdir) if n.startswith(".tmp")]
 
 
-def test_serving_export_decodes_uint8_faces(run_two_steps):
-    workdir, _ = run_two_steps
-    served = tf.saved_model.load(os.path.join(workdir, "export"))
-    images = served.signatures["serving_default"](z=tf.zeros((3, 8)))["images"]
-    assert images.dtype == tf.uint8 and images.shape == (3, 32, 32, 3)
+def test_demo_ends_with_the_path_of_its_sample_grid(demo_run):
+    workdir, done = demo_run
+    last = done.stdout.strip().splitlines()[-1]
+    assert last == os.path.join(workdir, "samples", "epoch_0001.png") and os.path.isfile(last)
+    with open(os.path.join(workdir, "config.json")) as f:
+        config = json.load(f)
+    assert config["flags"]["z_dim"] == 8 and "demo" not in config["flags"]
 
 
-def test_final_model_loads_in_a_fresh_process(run_two_steps):
-    workdir, _ = run_two_steps
+def test_final_model_loads_in_a_fresh_process(demo_run):
+    workdir, _ = demo_run
     code = (
         "import sys, keras, numpy as np; import model.vae; "
         "m = keras.models.load_model(sys.argv[1]); "
@@ -76,131 +121,181 @@ def test_final_model_loads_in_a_fresh_process(run_two_steps):
     )
     done = subprocess.run(
         [sys.executable, "-c", code, os.path.join(workdir, "model.keras")],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith("(2, 32, 32, 3)")
+    served = tf.saved_model.load(os.path.join(workdir, "export"))
+    images = served.signatures["serving_default"](z=tf.zeros((3, 8)))["images"]
+    assert images.dtype == tf.uint8 and images.shape == (3, 32, 32, 3)
 
 
-def test_tensorboard_has_scalars_and_images(run_two_steps):
-    workdir, _ = run_two_steps
-    train_events = events(os.path.join(workdir, "logs", "train"))
-    for tag in ("loss", "reconstruction_loss", "kl_loss", "elbo", "bits_per_dim",
-                "learning_rate", "images_per_sec", "input_wait_fraction"):  # fmt: skip
-        assert tag in train_events, sorted(train_events)
-    assert [step for step, _ in train_events["loss"]] == [2]  # the epoch's means
-    samples = tf.make_ndarray(train_events["samples"][0][1])  # [width, height, png bytes]
-    assert samples[2][:4] == b"\x89PNG"
-    assert "reconstructions" in train_events
-    validation = events(os.path.join(workdir, "logs", "validation"))
-    assert np.isfinite(tf.make_ndarray(validation["loss"][0][1]))
-
-
-def test_same_command_resumes_and_extends(run_two_steps, tiny_data_dir):
-    workdir, _ = run_two_steps
-    # Flags left out come from config.json; a larger --epochs continues the step count.
-    done = train(f"--workdir={workdir}", "--epochs=2", "--learning_rate=0.0005")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "(step 2)" in done.stdout
-    # The new learning rate wins over the one restored with the optimizer.
-    rates = dict(events(os.path.join(workdir, "logs", "train"))["learning_rate"])
-    assert tf.make_ndarray(rates[4]) == pytest.approx(0.0005)
-    assert tf.train.latest_checkpoint(os.path.join(workdir, "ckpt")).endswith("ckpt-4")
-    assert os.path.isfile(os.path.join(workdir, "samples", "epoch_0002.png"))
-
-
-def test_model_config_mismatch_stops(run_two_steps, tiny_data_dir):
-    workdir, _ = run_two_steps
-    done = train(f"--data_dir={tiny_data_dir}", f"--workdir={workdir}", "--z_dim=16")
-    assert done.returncode != 0
-    assert "another model" in done.stderr and "--overwrite" in done.stderr
-
-
-def test_sigkill_then_rerun_resumes(tiny_data_dir, tmp_path):
-    workdir = str(tmp_path / "w")
-    args = [
-        f"--data_dir={tiny_data_dir}", f"--workdir={workdir}", "--epochs=1",
-        "--steps_per_epoch=300", "--checkpoint_every_steps=2", "--eval_every_epochs=5",
-    ]  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "train.py"), *TINY, *args], cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    state = os.path.join(workdir, "ckpt", "checkpoint")
-    deadline = time.time() + 180
-    while not os.path.exists(state) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    latest = tf.train.latest_checkpoint(os.path.join(workdir, "ckpt"))
-    assert latest, "no checkpoint before the deadline"
-    config_before = read_json(os.path.join(workdir, "config.json"))
-    done = train(*args)  # the same command
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert f"(step {int(latest.rsplit('-', 1)[1])})" in done.stdout  # nothing saved is lost
-    assert tf.train.latest_checkpoint(os.path.join(workdir, "ckpt")).endswith("ckpt-300")
-    config_after = read_json(os.path.join(workdir, "config.json"))
-    assert config_after == config_before
-
-
-def test_non_finite_loss_stops_with_advice(tiny_data_dir, tmp_path):
+def test_sigkill_mid_epoch_then_the_run_resumes_from_config_json(tiny_data_dir, tmp_path):
     workdir = tmp_path / "w"
-    done = train(
-        f"--data_dir={tiny_data_dir}", f"--workdir={workdir}", "--epochs=1",
-        "--steps_per_epoch=20", "--learning_rate=1e30", "--checkpoint_every_steps=1",
-    )  # fmt: skip
-    assert done.returncode != 0
-    assert "non-finite at step" in done.stderr and "--learning_rate" in done.stderr
-    bad_step = int(done.stderr.split("non-finite at step ")[1].split(".")[0])
-    latest = tf.train.latest_checkpoint(str(workdir / "ckpt"))
-    if bad_step > 1:  # the last good step was kept, the bad one was not saved
-        assert latest.endswith(f"ckpt-{bad_step - 1}") and latest in done.stderr
-    else:
-        assert latest is None and "none yet" in done.stderr
+    args = [
+        f"--data_dir={tiny_data_dir}",
+        f"--workdir={workdir}",
+        "--epochs=2",
+        "--steps_per_epoch=100",
+        "--checkpoint_every_steps=10",
+    ]
+    proc = start_until(args, workdir, lambda step: 100 < step < 200)  # inside epoch 2
+    proc.kill()
+    proc.communicate()
+    killed_at = latest_step(workdir)
+    # Only --workdir: every other flag comes from its config.json.
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train.py"), f"--workdir={workdir}"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"resumed from {workdir}/ckpt/ckpt-{killed_at} (step {killed_at}" in done.stdout
+    assert "100 steps/epoch of 8" in done.stdout
+    assert latest_step(workdir) == optimizer_steps(workdir) == 200  # no step lost or repeated
+    # Each epoch's outputs once: epoch 1's were written before the kill, not again.
+    for folder, tag in (("validation", "loss"), ("train", "samples")):
+        assert logged_steps(str(workdir / "logs" / folder), tag) == {100, 200}
+    assert sorted(os.listdir(workdir / "samples")) == ["epoch_0001.png", "epoch_0002.png"]
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_saves_a_checkpoint_and_says_how_to_resume(signum, code, tiny_data_dir, tmp_path):
+    workdir = tmp_path / "w"
+    args = [
+        f"--data_dir={tiny_data_dir}",
+        f"--workdir={workdir}",
+        "--epochs=1",
+        "--steps_per_epoch=500",
+        "--checkpoint_every_steps=5",
+    ]
+    proc = start_until(args, workdir, lambda step: step >= 5)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code
+    (line,) = stderr.strip().splitlines()[-1:]
+    assert line.startswith(f"stopped by {signal.Signals(signum).name} at step ")
+    assert line.endswith("run the same command to resume") and "Traceback" not in stderr
+    step = int(line.split("at step ")[1].split(";")[0])
+    assert latest_step(workdir) == step and line.count(f"ckpt-{step}") == 1
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [
-        (["--batch_size=0"], "--batch_size must be at least 1"),
-        (["--filters=8,x"], "--filters=8,x"),
-        (["--cache=ram"], "--cache=ram"),
-        (["--data_dir=/nonexistent/data"], "--data_dir=/nonexistent/data"),
-        (["--batch_size=7", "--strategy=mirrored", "--logical_cpus=2"], "multiple of 2"),
-    ],
+    [(["--filters=8,x"], "--filters=8,x: give comma-separated integers")],
 )
-def test_invalid_flags_stop_before_work(args, message, tiny_data_dir, tmp_path):
+def test_invalid_flags_stop_in_one_line_before_work(args, message, tiny_data_dir, tmp_path):
     done = train(f"--data_dir={tiny_data_dir}", f"--workdir={tmp_path / 'w'}", *args)
-    assert done.returncode != 0
-    assert message in done.stderr
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == done.stderr.strip() and message in done.stderr
     assert not (tmp_path / "w").exists()
 
 
 def test_mirrored_over_two_logical_cpus(tiny_data_dir, tmp_path):
-    done = train(f"--data_dir={tiny_data_dir}", f"--workdir={tmp_path / 'w'}", "--epochs=1",
-                 "--steps_per_epoch=2", "--strategy=mirrored", "--logical_cpus=2")  # fmt: skip
+    done = train(
+        f"--data_dir={tiny_data_dir}",
+        f"--workdir={tmp_path / 'w'}",
+        "--epochs=1",
+        "--steps_per_epoch=2",
+        "--strategy=mirrored",
+        "--logical_cpus=2",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 replica(s)" in done.stdout
     # 5 validation images cannot fill a batch of 4 per replica: skipped, not reported as 0.
     assert "validation skipped" in done.stdout and "validation loss 0 " not in done.stdout
+    assert optimizer_steps(tmp_path / "w") == 2
 
 
 def test_benchmark_prints_one_json_line(tiny_data_dir):
-    done = train(f"--data_dir={tiny_data_dir}", "--benchmark_steps=2")
+    done = train(f"--data_dir={tiny_data_dir}", "--benchmark_steps=2", "--steps_per_execution=2")
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["benchmark"] == "train" and result["images_per_sec"] > 0
+    assert result["steps"] == 2 and result["steps_per_execution"] == 2
     assert 0 <= result["input_wait_fraction"] <= 1 and result["peak_rss_mb"] > 0
+    assert result["jit_compile"] is False  # auto: no XLA on a CPU
 
 
-def test_corrupt_shard_stops_naming_it(tiny_data_dir, tmp_path):
-    data = tmp_path / "data"
-    shutil.copytree(tiny_data_dir, data)
-    shard = sorted(data.glob("train-*"))[0]
-    raw = bytearray(shard.read_bytes())
-    raw[len(raw) // 2] ^= 0xFF  # same size, so only the record checksum can tell
-    shard.write_bytes(bytes(raw))
-    done = train(f"--data_dir={data}", f"--workdir={tmp_path / 'w'}", "--epochs=1",
-                 "--steps_per_epoch=4")  # fmt: skip
-    assert done.returncode != 0
-    assert shard.name in done.stderr and "--overwrite" in done.stderr
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def start_workers(args: list[str], workdir, scratch, done=None) -> list[subprocess.Popen]:
+    """The README's two-worker example on 127.0.0.1: TF_CONFIG and --strategy multi_worker."""
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+    workers = []
+    for index in range(2):
+        tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "TMPDIR": str(scratch)}
+        if done and index == 1:
+            workers.append(start_until(args, workdir, done, env=env))
+        else:
+            workers.append(
+                subprocess.Popen(
+                    command(*args),
+                    cwd=ROOT,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
+    return workers
+
+
+def test_two_workers_train_one_run_and_resume_after_a_kill(tiny_data_dir, tmp_path):
+    workdir, scratch = tmp_path / "w", tmp_path / "scratch"
+    scratch.mkdir()
+    args = [
+        f"--data_dir={tiny_data_dir}",
+        f"--workdir={workdir}",
+        "--strategy=multi_worker",
+        "--epochs=2",
+        "--steps_per_epoch=40",
+        "--checkpoint_every_steps=5",
+    ]
+    # Both killed (a lost worker stops the others' collectives) after a mid-epoch checkpoint.
+    first = start_workers(args, workdir, scratch, done=lambda step: 5 <= step < 40)
+    for worker in first:
+        worker.kill()
+        worker.communicate()
+    killed_at = latest_step(workdir)
+    second = start_workers(args, workdir, scratch)
+    for worker in second:
+        stdout, stderr = worker.communicate(timeout=300)
+        assert worker.returncode == 0, stderr[-3000:]
+        assert "2 replica(s)" in stdout and f"(step {killed_at}" in stdout  # both resumed
+    assert latest_step(workdir) == optimizer_steps(workdir) == 80
+    # Only the chief (worker 0) wrote the workdir.
+    assert sorted(os.listdir(workdir)) == [
+        ".lock",
+        "ckpt",
+        "config.json",
+        "export",
+        "logs",
+        "model.keras",
+        "samples",
+    ]
+    writers = {
+        re.search(r"\.(\d+)\.\d+\.v2$", name).group(1)
+        for split in ("train", "validation")
+        if (workdir / "logs" / split).is_dir()
+        for name in os.listdir(workdir / "logs" / split)
+    }
+    assert writers <= {str(first[0].pid), str(second[0].pid)}
+    # The killed worker's scratch folder stays in the temp folder; the finished one's is gone.
+    assert len([n for n in os.listdir(scratch) if n.startswith("facevae-worker-")]) == 1
+    assert logged_steps(str(workdir / "logs" / "train"), "samples") == {40, 80}
+    assert np.isfinite(epoch_loss_in_tensorboard(workdir, 80))

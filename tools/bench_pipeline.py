@@ -21,7 +21,6 @@ import tempfile
 import time
 from typing import Any
 
-import tensorflow as tf
 from absl import app, flags
 
 from pipeline import dataset, schema
@@ -108,7 +107,7 @@ def measure(
             flip=True,
         )
         total = dataset.num_examples(data_dir, split)
-        try:
+        with dataset.explain_corrupt_shards(data_dir):  # a corrupt record: name the shard
             start = time.perf_counter()
             for _ in ds:  # warm-up: graph tracing, autotuning, filling the cache
                 pass
@@ -123,8 +122,6 @@ def measure(
                 seconds.append(time.perf_counter() - start)
             progress.close()
             cpu = _cpu_seconds() - cpu_start
-        except tf.errors.DataLossError as e:  # names no file: find the corrupt shard
-            raise dataset.explain_data_loss(data_dir, e) from e
     images = progress.count
     return {
         "benchmark": "pipeline",

@@ -1,20 +1,28 @@
-"""Training throughput of the VAE's custom train_step against the original recipe's setup.
+"""Training throughput, like with like: the seed-style baseline, our VAE under fit, train.py.
 
-    python -m tools.bench_train [--batch_size 128] [--steps 20] [--z_dim 256]
+    python -m tools.bench_train [--data_dir data/celeba96] [--batch_size 128] [--steps 20]
+        [--rounds 3] [--variants seed_keras_bn,seed,fit,train_py]
+        [--mixed_precision mixed_float16] [--jit_compile true] [--steps_per_execution 4]
 
-Prints one JSON line: images/s and peak RSS of each variant, and the speed-ups over the
-baseline. Variants (each in a fresh process, so peak RSS is its own):
+Prints one JSON line per variant: images/s, ms/step, peak RSS, training FLOPs per image
+(counted from the layer shapes) and the share of an fp32 matmul peak that this tool measures
+itself on the same machine. Variants, each in a fresh process (so peak RSS is its own):
 
-- custom: VAE.train_step in a tf.function, fed by tf.data from a uint8 tensor cached in
-  memory and cast to float32 per batch, like the real pipeline.
-- custom_xla: the same step compiled with XLA (jit_compile=True).
-- custom_bf16: the custom step under the mixed_bfloat16 policy (bfloat16 convolutions,
-  float32 weights and losses); fast on CPUs with AVX512_BF16 / AMX and on TPUs.
-- baseline: the original recipe: a Functional keras model (same encoder and decoder, BCE on
-  the logits plus the weighted KL as a second output's loss) trained by model.fit on an
-  in-RAM float32 numpy array.
+- seed_keras_bn: the original recipe's setup: a Functional keras model (the same encoder
+  and decoder, BCE on the logits plus the weighted KL as a second output's loss) trained by
+  model.fit on float32 images held in RAM, with Keras' own (unfused) BatchNormalization.
+- seed: the same with our networks (fused BatchNormalization).
+- fit: our VAE (VAE.train_step) under model.fit on the training tf.data pipeline
+  (pipeline.dataset.load), as train.py feeds it.
+- train_py: `python train.py --benchmark_steps N`, its one JSON line re-read.
 
-Random images: the speed of a step does not depend on the pixel values.
+Each variant line carries speed-ups over both seed-style baselines measured in the same
+run, and cpu_ms_per_step: CPU seconds of the whole process (every thread) per timed step,
+the steadier figure on a shared machine (busy neighbours stretch wall time, not the work);
+train.py reports none. On a shared machine, give --rounds > 1: the variants then run
+interleaved (all of round 1, then all of round 2, ...) and each reports its best round, so a
+busy spell slows every variant alike. Without --data_dir a small synthetic dataset is made
+in a temp folder.
 """
 
 import os
@@ -27,12 +35,15 @@ _USER_TF_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
 quiet_tensorflow()  # before TensorFlow is imported: hides its C++ start-up log lines
 
 import concurrent.futures
+import contextlib
 import json
 import math
 import multiprocessing
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
@@ -40,66 +51,138 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
+from model import networks
 from model.networks import NetworkConfig, build_decoder, build_encoder
 from model.vae import VAE, Sampling
+from pipeline import dataset, schema
 
-VARIANTS = ("custom", "custom_xla", "custom_bf16", "baseline")
+VARIANTS = ("seed_keras_bn", "seed", "fit", "train_py")
+BASELINES = ("seed_keras_bn", "seed")
 LEARNING_RATE = 1e-3
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+JIT_COMPILE = {"auto": "auto", "true": True, "false": False}  # flag -> keras compile's value
+MATMUL_SIZE = 2048  # of the square fp32 matmul that measures the peak
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("batch_size", 128, "Images per training step.")
-flags.DEFINE_integer("steps", 20, "Timed training steps per variant, after the warm-up.")
-flags.DEFINE_integer("warmup_steps", 3, "Untimed steps first (tracing, XLA compilation).")
-flags.DEFINE_integer("z_dim", 256, "Latent dimensions of the (otherwise default) model.")
-flags.DEFINE_integer("num_images", 512, "Random images held in memory and cycled through.")
-flags.DEFINE_list("variants", list(VARIANTS), f"Variants to run, any of {', '.join(VARIANTS)}.")
 
 
-def _random_images(num_images: int, shape: tuple[int, int, int]) -> np.ndarray:
-    return np.random.default_rng(0).integers(0, 256, (num_images, *shape), dtype=np.uint8)
-
-
-def bench_custom(
-    network: NetworkConfig,
-    batch_size: int,
-    steps: int,
-    warmup_steps: int,
-    num_images: int,
-    jit_compile: bool,
-    precision: str = "float32",
-) -> dict[str, float]:
-    """images/s and peak RSS of VAE.train_step on a cached uint8 tf.data pipeline.
-
-    precision is a keras dtype policy; it is set globally, so call this in its own process.
-    """
-    keras.utils.set_random_seed(0)
-    keras.mixed_precision.set_global_policy(precision)
-    pixels = tf.constant(_random_images(num_images, network.image_shape))
-    dataset = (
-        tf.data.Dataset.from_tensor_slices(pixels)
-        .cache()
-        .repeat()
-        .shuffle(num_images)
-        .batch(batch_size, drop_remainder=True)
-        .map(lambda x: tf.cast(x, tf.float32) / 255.0, num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
+def define_flags() -> None:
+    """The CLI's flags; defined by run(), so importing this module adds none to another CLI."""
+    flags.DEFINE_string(
+        "data_dir", None, "Prepared dataset; default: synthetic faces in a temp dir."
     )
-    model = VAE(network)
-    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE))
-    step = tf.function(model.train_step, jit_compile=jit_compile)
-    batches = iter(dataset)
-    for _ in range(warmup_steps):
-        float(step(next(batches))["loss"])
-    label = f"custom {precision}{' xla' if jit_compile else ''}"
-    progress = Progress(steps, label, unit="step")
-    start = time.perf_counter()
-    for _ in range(steps):
-        logs = step(next(batches))
-        progress.update()
-    float(logs["loss"])  # waits for the last step
-    elapsed = time.perf_counter() - start
-    progress.close()
-    return {"images_per_s": steps * batch_size / elapsed, "peak_rss_mb": peak_rss_mb()}
+    flags.DEFINE_integer(
+        "synthetic_images", 1024, "Images of the synthetic dataset (no --data_dir)."
+    )
+    flags.DEFINE_integer("batch_size", 128, "Images per training step.")
+    flags.DEFINE_integer("steps", 20, "Timed training steps per variant, after the warm-up.")
+    flags.DEFINE_integer("warmup_steps", 3, "Untimed steps first (tracing).")
+    flags.DEFINE_integer("rounds", 1, "Interleaved rounds of all variants; each reports its best.")
+    flags.DEFINE_integer("z_dim", 256, "Latent dimensions.")
+    flags.DEFINE_list(
+        "filters", ["32", "64", "128", "256"], "Encoder conv filters (stride 2 each)."
+    )
+    flags.DEFINE_integer("num_images", 1024, "Float32 images the seed-style variants hold in RAM.")
+    flags.DEFINE_enum(
+        "mixed_precision",
+        "none",
+        ["none", "mixed_float16", "mixed_bfloat16"],
+        "Keras dtype policy of the fit and train_py variants (the baselines stay float32).",
+    )
+    flags.DEFINE_integer("steps_per_execution", 1, "Of the fit and train_py variants.")
+    flags.DEFINE_enum(
+        "jit_compile",
+        "auto",
+        list(JIT_COMPILE),
+        "XLA for the fit and train_py variants, as train.py's flag (auto: on GPU/TPU only).",
+    )
+    flags.DEFINE_list("variants", list(VARIANTS), f"Variants to run, any of {', '.join(VARIANTS)}.")
+
+
+# --------------------------------------------------------------------------- FLOPs and peak
+
+
+def training_flops_per_image(network: NetworkConfig) -> int:
+    """Multiply-add FLOPs (2 per MAC) of one training image through convolutions and Dense.
+
+    Forward, plus the two backward products of each layer (gradients of its input and of its
+    kernel), less the input gradient of the first convolution (the images need none).
+    BatchNorm, activations, the loss and the optimizer are left out: a few percent.
+    """
+    encoder, decoder = build_encoder(network), build_decoder(network)
+    forward, first = 0, None
+    for layer in encoder.layers + decoder.layers:
+        if isinstance(layer, keras.layers.Conv2DTranspose):
+            _, height, width, _ = layer.input.shape  # the product runs over the input grid
+        elif isinstance(layer, keras.layers.Conv2D):
+            _, height, width, _ = layer.output.shape
+        elif isinstance(layer, keras.layers.Dense):
+            height = width = 1
+        else:
+            continue
+        flops = 2 * height * width * math.prod(layer.kernel.shape)
+        forward += flops
+        first = flops if first is None else first
+    return 3 * forward - (first or 0)
+
+
+def matmul_peak_gflops(seconds: float = 1.0, size: int = MATMUL_SIZE) -> float:
+    """Best fp32 GFLOP/s of TensorFlow's (size x size) @ (size x size) over about `seconds`.
+
+    A square product keeps every core busy; the convolutions' own im2col shapes, e.g.
+    (128 * 24 * 24, 288) @ (288, 64), ran on one thread here and would understate the peak.
+    """
+    a = tf.random.stateless_normal((size, size), seed=(0, 1))
+    b = tf.random.stateless_normal((size, size), seed=(0, 2))
+    matmul = tf.function(tf.linalg.matmul)
+    matmul(a, b).numpy()  # traces, warms the kernel
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        matmul(a, b).numpy()
+        best = max(best, 2 * size**3 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+# --------------------------------------------------------------------------- variants
+
+
+class _StepTimer(keras.callbacks.Callback):
+    """Wall time from the end of the warm-up to the end of the last timed step.
+
+    fit calls on_train_batch_end once per execution of steps_per_execution steps.
+    """
+
+    def __init__(self, warmup_calls: int, timed_calls: int, steps_per_call: int, label: str):
+        super().__init__()
+        self.warmup_calls, self.timed_calls = warmup_calls, timed_calls
+        self.steps_per_call = steps_per_call
+        self.calls, self.start, self.seconds = 0, 0.0, 0.0
+        self.cpu_start, self.cpu_seconds = 0.0, 0.0
+        self.progress = Progress(timed_calls * steps_per_call, label, unit="step")
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if logs and "loss" in logs:
+            float(logs["loss"])  # waits for the step
+        self.calls += 1
+        now, cpu_now = time.perf_counter(), time.process_time()
+        if self.calls == self.warmup_calls:
+            self.start, self.cpu_start = now, cpu_now
+        elif self.warmup_calls < self.calls <= self.warmup_calls + self.timed_calls:
+            self.seconds, self.cpu_seconds = now - self.start, cpu_now - self.cpu_start
+            self.progress.update(self.steps_per_call)
+            if self.calls == self.warmup_calls + self.timed_calls:
+                self.model.stop_training = True
+                self.progress.close()
+
+    def result(self, batch_size: int) -> dict[str, float]:
+        steps = self.timed_calls * self.steps_per_call
+        return {
+            "images_per_s": steps * batch_size / self.seconds,
+            "ms_per_step": 1000 * self.seconds / steps,
+            "cpu_ms_per_step": 1000 * self.cpu_seconds / steps,
+            "peak_rss_mb": peak_rss_mb(),
+        }
 
 
 class _KLDivergence(keras.layers.Layer):
@@ -116,37 +199,27 @@ def _pass_through(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
     return y_pred
 
 
-class _EpochTimer(keras.callbacks.Callback):
-    """Wall time of every epoch after the warm-up ones (the first traces the step)."""
-
-    def __init__(self, progress: Progress, steps_per_epoch: int, warmup_epochs: int) -> None:
-        super().__init__()
-        self.progress, self.steps_per_epoch = progress, steps_per_epoch
-        self.warmup_epochs = warmup_epochs
-        self.seconds: list[float] = []
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if epoch >= self.warmup_epochs:
-            self.seconds.append(time.perf_counter() - self.start)
-            self.progress.update(self.steps_per_epoch)
+def _images_in_ram(data_dir: str, num_images: int) -> np.ndarray:
+    """The first num_images training images as one float32 array (N, H, W, C) in [0, 1]."""
+    batches = dataset.load(data_dir, "train", num_images, training=False, cache="none")
+    return next(iter(batches)).numpy()
 
 
-def bench_baseline(
-    network: NetworkConfig, batch_size: int, steps: int, warmup_steps: int, num_images: int
+def bench_seed(
+    network: NetworkConfig,
+    data_dir: str,
+    batch_size: int,
+    steps: int,
+    warmup_steps: int,
+    num_images: int,
+    keras_bn: bool,
 ) -> dict[str, float]:
-    """images/s and peak RSS of the original recipe: Functional model, fit on float32 numpy.
-
-    Whole epochs are timed, so steps and warmup_steps are rounded up to whole epochs of
-    num_images // batch_size steps.
-    """
+    """The original recipe: a Functional model trained by fit on float32 images in RAM."""
+    if keras_bn:  # this process only: the networks as they were, with Keras' own layer
+        networks.BatchNormalization = keras.layers.BatchNormalization
     keras.utils.set_random_seed(0)
-    images = _random_images(num_images, network.image_shape).astype(np.float32) / 255.0
-    steps_per_epoch = num_images // batch_size
-    timed_epochs = math.ceil(steps / steps_per_epoch)
-    warmup_epochs = math.ceil(warmup_steps / steps_per_epoch)
+    images = _images_in_ram(data_dir, num_images)  # (N, H, W, C) float32
+    images = images[: len(images) // batch_size * batch_size]  # whole batches only
     encoder, decoder = build_encoder(network), build_decoder(network)
     inputs = keras.Input(network.image_shape)
     z_mean, z_log_var = encoder(inputs)
@@ -158,27 +231,110 @@ def bench_baseline(
         loss={"logits": keras.losses.BinaryCrossentropy(from_logits=True), "kl": _pass_through},
         loss_weights={"logits": 1.0, "kl": VAE().kl_weight},
     )
-    progress = Progress(timed_epochs * steps_per_epoch, "baseline", unit="step")
-    timer = _EpochTimer(progress, steps_per_epoch, warmup_epochs)
+    label = "seed_keras_bn" if keras_bn else "seed"
+    timer = _StepTimer(warmup_steps, steps, 1, label)
+    steps_per_epoch = len(images) // batch_size
     model.fit(
         images,
-        {"logits": images, "kl": np.zeros(num_images, np.float32)},
+        {"logits": images, "kl": np.zeros(len(images), np.float32)},
         batch_size=batch_size,
-        epochs=warmup_epochs + timed_epochs,
+        epochs=math.ceil((warmup_steps + steps) / steps_per_epoch),
         callbacks=[timer],
         verbose=0,
     )
-    progress.close()
-    timed_images = timed_epochs * steps_per_epoch * batch_size
-    return {"images_per_s": timed_images / sum(timer.seconds), "peak_rss_mb": peak_rss_mb()}
+    return timer.result(batch_size)
 
 
-def run_variant(variant: str, **kwargs: Any) -> dict[str, float]:
+def bench_fit(
+    network: NetworkConfig,
+    data_dir: str,
+    batch_size: int,
+    steps: int,
+    warmup_steps: int,
+    mixed_precision: str,
+    steps_per_execution: int,
+    jit_compile: str,
+) -> dict[str, float]:
+    """Our VAE under model.fit on the training pipeline, as train.py feeds it."""
+    if mixed_precision != "none":
+        keras.mixed_precision.set_global_policy(mixed_precision)
+    keras.utils.set_random_seed(0)
+    train_data = dataset.load(data_dir, "train", batch_size, training=True, seed=0)
+    model = VAE(network, seed=0)
+    model.compile(
+        optimizer=keras.optimizers.Adam(LEARNING_RATE),
+        steps_per_execution=steps_per_execution,
+        jit_compile=JIT_COMPILE[jit_compile],
+    )
+    warmup_calls = math.ceil(warmup_steps / steps_per_execution)
+    timed_calls = math.ceil(steps / steps_per_execution)
+    timer = _StepTimer(warmup_calls, timed_calls, steps_per_execution, "fit")
+    model.fit(
+        train_data,
+        epochs=1,
+        steps_per_epoch=(warmup_calls + timed_calls) * steps_per_execution,
+        shuffle=False,  # the pipeline shuffles
+        callbacks=[timer],
+        verbose=0,
+    )
+    return timer.result(batch_size)
+
+
+def bench_train_py(
+    network: NetworkConfig,
+    data_dir: str,
+    batch_size: int,
+    steps: int,
+    mixed_precision: str,
+    steps_per_execution: int,
+    jit_compile: str,
+) -> dict[str, Any]:
+    """train.py's own --benchmark_steps line, re-read; its RSS is that process's."""
+    env = dict(os.environ)
+    if _USER_TF_LOG_LEVEL is None:
+        env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    with tempfile.TemporaryDirectory(prefix="bench_train-") as workdir:
+        command = [
+            sys.executable,
+            os.path.join(ROOT, "train.py"),
+            f"--data_dir={data_dir}",
+            f"--workdir={os.path.join(workdir, 'run')}",
+            f"--batch_size={batch_size}",
+            f"--benchmark_steps={steps}",
+            f"--z_dim={network.z_dim}",
+            f"--filters={','.join(map(str, network.filters))}",
+            f"--mixed_precision={mixed_precision}",
+            f"--steps_per_execution={steps_per_execution}",
+            f"--jit_compile={jit_compile}",
+        ]
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["(no output)"]
+        raise RuntimeError(f"train.py exited with {done.returncode}: {tail[0]}")
+    for line in reversed(done.stdout.strip().splitlines()):
+        with contextlib.suppress(json.JSONDecodeError):
+            report = json.loads(line)
+            if isinstance(report, dict) and report.get("benchmark") == "train":
+                break
+    else:
+        raise RuntimeError("train.py --benchmark_steps printed no JSON line")
+    images_per_s = report.get("images_per_s", report.get("images_per_sec"))
+    return {
+        "images_per_s": images_per_s,
+        "ms_per_step": report.get("ms_per_step", 1000 * batch_size / images_per_s),
+        "cpu_ms_per_step": None,  # train.py reports none
+        "peak_rss_mb": report["peak_rss_mb"],
+        "train_py": report,
+    }
+
+
+def run_variant(variant: str, **kwargs: Any) -> dict[str, Any]:
     """One variant's numbers; call it in a fresh process for a meaningful peak RSS."""
-    if variant == "baseline":
-        return bench_baseline(**kwargs)
-    precision = "mixed_bfloat16" if variant == "custom_bf16" else "float32"
-    return bench_custom(**kwargs, jit_compile=variant == "custom_xla", precision=precision)
+    if variant in BASELINES:
+        return bench_seed(**kwargs, keras_bn=variant == "seed_keras_bn")
+    if variant == "fit":
+        return bench_fit(**kwargs)
+    return bench_train_py(**kwargs)
 
 
 def _in_fresh_process(function: Callable[..., dict], *args: Any, **kwargs: Any) -> dict:
@@ -193,41 +349,88 @@ def _in_fresh_process(function: Callable[..., dict], *args: Any, **kwargs: Any) 
         return future.result()
 
 
-def benchmark(
-    variants: list[str],
-    batch_size: int,
-    steps: int,
-    warmup_steps: int,
-    z_dim: int,
-    num_images: int,
-) -> dict[str, Any]:
-    """The JSON report: each variant's numbers and speed-ups over the baseline."""
-    network = NetworkConfig(z_dim=z_dim)
-    report: dict[str, Any] = {
-        "benchmark": "train",
-        "image_shape": list(network.image_shape),
-        "z_dim": z_dim,
-        "batch_size": batch_size,
-        "steps": steps,
-        "cpu_count": multiprocessing.cpu_count(),
-        "devices": [d.device_type for d in tf.config.list_physical_devices()],
-    }
+# --------------------------------------------------------------------------- the report
+
+
+@contextlib.contextmanager
+def dataset_dir(data_dir: str | None, synthetic_images: int, size: int) -> Iterator[str]:
+    """data_dir itself, or a synthetic dataset of synthetic_images faces made in a temp dir."""
+    if data_dir:
+        yield data_dir
+        return
+    from tools import make_synthetic, prepare_celeba
+
+    with tempfile.TemporaryDirectory(prefix="bench_train-data-") as root:
+        source, out = os.path.join(root, "source"), os.path.join(root, "data")
+        print(f"bench_train: making {synthetic_images} synthetic faces", file=sys.stderr)
+        make_synthetic.write_source(source, synthetic_images, seed=0, verbose=False)
+        prepare_celeba.prepare(source, out, size=size, verbose=False)
+        yield out
+
+
+def _kwargs(variant: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The arguments run_variant passes to this variant's bench_* function."""
+    common = {key: settings[key] for key in ("network", "data_dir", "batch_size", "steps")}
+    ours = {key: settings[key] for key in ("mixed_precision", "steps_per_execution", "jit_compile")}
+    if variant in BASELINES:
+        extra = {"warmup_steps": settings["warmup_steps"], "num_images": settings["num_images"]}
+    elif variant == "fit":
+        extra = {"warmup_steps": settings["warmup_steps"], **ours}
+    else:
+        extra = ours
+    return {**common, **extra}
+
+
+def benchmark(variants: list[str], rounds: int, **settings: Any) -> list[dict[str, Any]]:
+    """One report per variant: its best round, FLOP rate, share of peak and speed-ups."""
+    network: NetworkConfig = settings["network"]
+    flops = training_flops_per_image(network)
+    runs: dict[str, list[dict[str, Any]]] = {variant: [] for variant in variants}
+    peak = 0.0
+    for _ in range(rounds):
+        peak = max(peak, matmul_peak_gflops(0.5))
+        for variant in variants:
+            runs[variant].append(
+                _in_fresh_process(run_variant, variant, **_kwargs(variant, settings))
+            )
+    best = {v: max(r, key=lambda run: run["images_per_s"]) for v, r in runs.items()}
+    reports = []
     for variant in variants:
-        report[variant] = _in_fresh_process(
-            run_variant,
-            variant,
-            network=network,
-            batch_size=batch_size,
-            steps=steps,
-            warmup_steps=warmup_steps,
-            num_images=num_images,
-        )
-    if "baseline" in report:
-        base = report["baseline"]["images_per_s"]
-        for variant in ("custom", "custom_xla", "custom_bf16"):
-            if variant in report:
-                report[f"speedup_{variant}"] = report[variant]["images_per_s"] / base
-    return report
+        run = best[variant]
+        cpus = [r["cpu_ms_per_step"] for r in runs[variant] if r["cpu_ms_per_step"] is not None]
+        cpu = min(cpus, default=None)
+        gflops = run["images_per_s"] * flops / 1e9
+        report = {
+            "benchmark": "train",
+            "variant": variant,
+            "images_per_s": round(run["images_per_s"], 1),
+            "ms_per_step": round(run["ms_per_step"], 2),
+            "cpu_ms_per_step": None if cpu is None else round(cpu, 1),
+            "peak_rss_mb": round(run["peak_rss_mb"], 1),
+            "flops_per_image": flops,
+            "gflops_per_s": round(gflops, 1),
+            "matmul_peak_gflops": round(peak, 1),
+            "share_of_peak": round(gflops / peak, 4),
+            "rounds_images_per_s": [round(r["images_per_s"], 1) for r in runs[variant]],
+            "batch_size": settings["batch_size"],
+            "steps": settings["steps"],
+            "image_shape": list(network.image_shape),
+            "z_dim": network.z_dim,
+            "filters": list(network.filters),
+            "mixed_precision": "none" if variant in BASELINES else settings["mixed_precision"],
+            "steps_per_execution": 1 if variant in BASELINES else settings["steps_per_execution"],
+            "jit_compile": "false" if variant in BASELINES else settings["jit_compile"],
+            "cpu_count": os.cpu_count(),
+            "devices": sorted({d.device_type for d in tf.config.list_physical_devices()}),
+        }
+        for baseline in BASELINES:
+            if baseline in best and baseline != variant:
+                ratio = run["images_per_s"] / best[baseline]["images_per_s"]
+                report[f"speedup_vs_{baseline}"] = round(ratio, 3)
+        if "train_py" in run:
+            report["train_py"] = run["train_py"]
+        reports.append(report)
+    return reports
 
 
 def main(argv: list[str]) -> None:
@@ -236,7 +439,7 @@ def main(argv: list[str]) -> None:
     unknown = sorted(set(FLAGS.variants) - set(VARIANTS))
     if unknown:
         raise app.UsageError(f"--variants: unknown {unknown}; choose from {list(VARIANTS)}.")
-    for name in ("batch_size", "steps", "z_dim"):
+    for name in ("batch_size", "steps", "rounds", "z_dim", "steps_per_execution"):
         if FLAGS[name].value <= 0:
             raise app.UsageError(f"--{name}={FLAGS[name].value}: give a positive integer.")
     if FLAGS.warmup_steps < 1:
@@ -245,22 +448,50 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(
             f"--num_images={FLAGS.num_images} is below --batch_size={FLAGS.batch_size}; raise it."
         )
-    report = benchmark(
-        FLAGS.variants,
-        FLAGS.batch_size,
-        FLAGS.steps,
-        FLAGS.warmup_steps,
-        FLAGS.z_dim,
-        FLAGS.num_images,
-    )
-    summary = ", ".join(
-        f"{v} {report[v]['images_per_s']:.1f} img/s" for v in FLAGS.variants if v in report
-    )
+    try:
+        filters = tuple(int(f) for f in FLAGS.filters)
+    except ValueError:
+        raise app.UsageError(
+            f"--filters={','.join(FLAGS.filters)}: give integers, e.g. 32,64,128,256"
+        ) from None
+    if not FLAGS.data_dir and FLAGS.synthetic_images < FLAGS.batch_size:
+        raise app.UsageError(
+            f"--synthetic_images={FLAGS.synthetic_images} is below --batch_size="
+            f"{FLAGS.batch_size}; raise it or give --data_dir."
+        )
+    try:
+        with dataset_dir(FLAGS.data_dir, FLAGS.synthetic_images, 96) as data_dir:
+            shape = dataset.image_shape(data_dir)
+            num_train = dataset.num_examples(data_dir, "train")
+            if num_train < FLAGS.batch_size:
+                raise app.UsageError(
+                    f"--data_dir {data_dir}: its train split has {num_train} images, fewer than "
+                    f"--batch_size={FLAGS.batch_size}; lower it."
+                )
+            network = NetworkConfig(image_shape=shape, filters=filters, z_dim=FLAGS.z_dim)
+            reports = benchmark(
+                FLAGS.variants,
+                FLAGS.rounds,
+                network=network,
+                data_dir=data_dir,
+                batch_size=FLAGS.batch_size,
+                steps=FLAGS.steps,
+                warmup_steps=FLAGS.warmup_steps,
+                num_images=min(FLAGS.num_images, num_train),
+                mixed_precision=FLAGS.mixed_precision,
+                steps_per_execution=FLAGS.steps_per_execution,
+                jit_compile=FLAGS.jit_compile,
+            )
+    except (schema.DatasetError, ValueError, RuntimeError) as e:
+        sys.exit(f"bench_train: {e}")
+    for report in reports:
+        print(json.dumps(report))
+    summary = ", ".join(f"{r['variant']} {r['images_per_s']:.1f} img/s" for r in reports)
     print(f"bench_train: {summary}", file=sys.stderr)
-    print(json.dumps(report))
 
 
 def run() -> None:
+    define_flags()
     app.run(main)
 
 

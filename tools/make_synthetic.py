@@ -48,7 +48,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image, ImageDraw
 
-from model.console import Progress
+from model.console import Progress, run_app
 from pipeline.atomic import fresh_temp_dir, move_into_place
 from pipeline.schema import CELEBA_ATTRIBUTES, CELEBA_IMAGE_SIZE, DEFAULT_QUALITY
 
@@ -61,6 +61,9 @@ JPEG_QUALITY = DEFAULT_QUALITY
 LAYOUTS = ("official", "kaggle")
 IMAGE_DIRS = {"official": ("img_align_celeba",), "kaggle": ("img_align_celeba",) * 2}
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)  # train, validation, test
+# --n at most: labels are held in memory until the end, ~1.1 KB an image (measured), so a
+# million faces (five CelebAs) stay near 1 GB.
+MAX_IMAGES = 1_000_000
 
 _SCALE = 2  # drawn at 2x, then box-downscaled: cheap anti-aliasing
 # Independent RNG streams per (seed, stream, index): images, people and the split never
@@ -919,11 +922,12 @@ def write_source(
     """
     if layout not in LAYOUTS:
         raise ValueError(f"--layout {layout!r} is not one of {LAYOUTS}")
-    if n < 1:
-        raise ValueError(f"--n must be at least 1, got {n}")
+    if not 1 <= n <= MAX_IMAGES:
+        raise ValueError(f"--n must be in 1..{MAX_IMAGES:,}, got {n:,}")
     if workers is not None and workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
-    workers = max(1, min(workers or os.cpu_count() or 1, math.ceil(n / 16)))
+    cores = os.cpu_count() or 1  # more than 4 processes a core only cost memory
+    workers = max(1, min(workers or cores, 4 * cores, math.ceil(n / 16)))
     out_dir = os.path.abspath(out_dir)
     _check_target(out_dir, overwrite)
     parent = os.path.dirname(out_dir)
@@ -969,10 +973,19 @@ def _define_flags() -> None:
     # Defined on demand, not at import: train.py imports write_source and has its own
     # --seed/--workers/--overwrite flags, which absl would refuse to define twice.
     flags.DEFINE_string("out", None, "Folder to create with the synthetic CelebA source.")
-    flags.DEFINE_integer("n", 2000, "Number of faces to draw.", lower_bound=1)
+    flags.DEFINE_integer(
+        "n",
+        2000,
+        f"Number of faces to draw, at most {MAX_IMAGES:,}.",
+        lower_bound=1,
+        upper_bound=MAX_IMAGES,
+    )
     flags.DEFINE_integer("seed", 0, "Random seed; the same seed gives byte-identical files.")
     flags.DEFINE_integer(
-        "workers", None, "Processes drawing faces (default: all cores).", lower_bound=1
+        "workers",
+        None,
+        "Processes drawing faces (default: all cores; at most 4 per core are started).",
+        lower_bound=1,
     )
     flags.DEFINE_enum("layout", "official", list(LAYOUTS), "CelebA layout: txt or Kaggle csv.")
     flags.DEFINE_bool("overwrite", False, "Replace an existing --out folder.")
@@ -993,7 +1006,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     _define_flags()
-    app.run(main)
+    run_app(main)
 
 
 if __name__ == "__main__":

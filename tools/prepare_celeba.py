@@ -9,27 +9,41 @@ output pixel coordinates by the same crop and scale, identities as ints. Decodin
 run in worker processes that use PIL only; the main process writes the shards in source order,
 so the output is byte-identical whatever --workers is. The record and the manifest are those
 of pipeline/schema.py.
+
+Memory stays bounded whatever the source holds; sizes are checked before reading. Source
+images over --max_file_mb or --max_megapixels, archive members that inflate more than 200:1
+or whose paths are absolute or contain '..', are skipped unread and listed with the reason
+in dataset.json. Label files over 32 MB, 500,000 rows or 10,000-character lines stop
+with an error naming the file.
 """
 
 from model.console import quiet_tensorflow
 
 quiet_tensorflow()  # before TensorFlow is imported: hides its C++ start-up log lines
 
+import collections
 import contextlib
 import csv
+import ctypes
 import dataclasses
 import hashlib
 import io
+import itertools
 import math
 import multiprocessing
+import multiprocessing.pool
 import os
 import posixpath
+import re
 import shutil
 import signal
+import stat
 import sys
 import time
+import warnings
 import zipfile
-from collections.abc import Iterator, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,7 +51,8 @@ import tensorflow as tf
 from absl import app, flags
 from PIL import Image, ImageOps
 
-from model.console import Progress
+from model.console import Progress, run_app
+from model.judge import JUDGE_SUBDIR
 from pipeline import schema
 from pipeline.atomic import fresh_temp_dir, move_into_place
 
@@ -65,6 +80,26 @@ _COMPRESSION_RATIO = {"jpeg": 1 / 6, "png": 0.6, "raw": 1.0}
 # pools. spawn elsewhere (slower start-up: each worker imports this module).
 _START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
 
+# Limits that keep memory bounded whatever the source holds (sizes are checked before reading).
+MAX_SIZE = 1024  # --size: CelebA's faces are 178x218; bigger records only cost memory
+MAX_FILE_MB = 50  # default --max_file_mb: no source image is read beyond this
+FILE_MB_CEILING = 200  # --max_file_mb upper bound: each worker may hold one such file
+MAX_MEGAPIXELS = 40  # default --max_megapixels: decoding costs ~4-15 bytes per pixel
+MEGAPIXELS_CEILING = 100  # --max_megapixels upper bound (PIL refuses ~179 MP anyway)
+# Label files: CelebA's largest (attributes) has 27 MB, 202,599 rows, lines under 600 chars.
+# All four at these limits hold ~1 GB while they are checked (measured).
+MAX_LABEL_FILE_MB = 32
+MAX_LABEL_ROWS = 500_000
+MAX_LABEL_LINE_CHARS = 10_000
+# An archived member that inflates more than this, and past 1 MiB, is a bomb: images are
+# compressed already (deflate can reach ~1000:1 only on runs of identical bytes).
+MAX_COMPRESSION_RATIO = 200
+_RATIO_MIN_BYTES = 2**20
+# Processed images waiting for the shard writer, at most: bounds the main process's memory
+# for any --size and --workers.
+_IN_FLIGHT_BYTES = 256 * 2**20
+WORKERS_PER_CORE = 4
+
 
 class PrepareError(ValueError):
     """The source or --out cannot be used: no images, labels that disagree, a foreign --out."""
@@ -84,8 +119,8 @@ class Recipe:
     quality: int = schema.DEFAULT_QUALITY
 
     def __post_init__(self) -> None:
-        if self.size < 1:
-            raise ValueError(f"size must be positive, got {self.size}")
+        if not 1 <= self.size <= MAX_SIZE:
+            raise ValueError(f"--size must be in 1..{MAX_SIZE}, got {self.size}")
         if self.resample not in RESAMPLE_FILTERS:
             raise ValueError(f"resample {self.resample!r} is not one of {list(RESAMPLE_FILTERS)}")
         if self.fmt not in schema.FORMATS:
@@ -156,6 +191,32 @@ class _SkipError(Exception):
     """An input that cannot enter the dataset; the message is the reason in the manifest."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """How big a source file may be; bigger ones are skipped with the reason, unread."""
+
+    max_file_mb: int = MAX_FILE_MB
+    max_megapixels: int = MAX_MEGAPIXELS
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_file_mb <= FILE_MB_CEILING:
+            raise ValueError(
+                f"--max_file_mb must be in 1..{FILE_MB_CEILING}, got {self.max_file_mb}"
+            )
+        if not 1 <= self.max_megapixels <= MEGAPIXELS_CEILING:
+            raise ValueError(
+                f"--max_megapixels must be in 1..{MEGAPIXELS_CEILING}, got {self.max_megapixels}"
+            )
+
+    @property
+    def max_file_bytes(self) -> int:
+        return self.max_file_mb * 2**20
+
+    @property
+    def max_pixels(self) -> int:
+        return self.max_megapixels * 10**6
+
+
 def _to_8bit(image: Image.Image) -> Image.Image:
     """16-bit or 32-bit grayscale -> 8-bit "L" over the range its mode implies.
 
@@ -167,16 +228,22 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     values = np.asarray(image)  # (H, W) uint16, int32 or float32
     low, high = (values.min(), values.max()) if values.size else (0, 0)
     if image.mode.startswith("I;16") or (image.mode == "I" and low >= 0 and high <= 65535):
-        top = 65535.0
+        # round(v * 255 / 65535) in uint32, in place: 4 bytes a pixel instead of float64's
+        # 3 x 8. Exact: v * 255 / 65535 is never a tie, so half-up is numpy's half-even.
+        scaled = values.astype(np.uint32)  # (H, W)
+        scaled *= 255
+        scaled += 65535 // 2
+        scaled //= 65535
     elif image.mode == "F" and low >= 0 and high <= 1:
-        top = 1.0
+        scaled = values.astype(np.float64)  # (H, W), scaled in place
+        scaled *= 255
+        np.round(scaled, out=scaled)
     else:
         raise _SkipError(
             f"{image.mode} grayscale with values {low}..{high}: no known range to map to "
             "8 bits (expected 0..65535 for integers, 0..1 for floats); convert it to 8 bits first"
         )
-    scaled = np.round(values.astype(np.float64) * (255 / top)).astype(np.uint8)  # (H, W)
-    return Image.fromarray(scaled, "L")
+    return Image.fromarray(scaled.astype(np.uint8), "L")
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -188,24 +255,66 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         return _to_8bit(image).convert("RGB")
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         # Transparent pixels hold arbitrary colours; show them as a white background instead.
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        composite = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+        del rgba  # large images: one full-size copy fewer while converting
+        return composite.convert("RGB")
     return image.convert("RGB")
 
 
-def transform(data: bytes, recipe: Recipe) -> tuple[bytes, Box]:
-    """Decodes, converts to RGB, crops, resizes and encodes one image; raises _SkipError."""
+def _too_many_pixels(pixels: int | str, limit: int) -> _SkipError:
+    return _SkipError(
+        f"image declares {pixels} pixels, over the --max_megapixels {limit // 10**6} limit "
+        "(a decompression bomb, or raise --max_megapixels)"
+    )
+
+
+def _unreadable(e: Exception) -> _SkipError:
+    # PIL raises many types for bad data; every one means "skip it".
+    return _SkipError(f"not a readable image ({type(e).__name__}: {e})")
+
+
+def transform(
+    data: bytes,
+    recipe: Recipe,
+    max_pixels: int = MAX_MEGAPIXELS * 10**6,
+    reserve: Callable[[int], contextlib.AbstractContextManager] | None = None,
+) -> tuple[bytes, Box]:
+    """Decodes, converts to RGB, crops, resizes and encodes one image; raises _SkipError.
+
+    The pixel count is checked from the header before anything is decoded; `reserve(pixels)`
+    (a _PixelBudget's) is held until every full-size copy of the image is freed.
+    """
     if not data:
         raise _SkipError("empty file (0 bytes)")
+    with warnings.catch_warnings():  # PIL's bomb warning: the limit here is stricter
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            opened = Image.open(io.BytesIO(data))  # reads the header only
+        except Image.DecompressionBombError as e:  # PIL's own, hard limit (~179 MP)
+            raise _too_many_pixels("more than 179M", max_pixels) from e
+        except Exception as e:
+            raise _unreadable(e) from e
+        width, height = opened.size
+        if width * height > max_pixels:
+            opened.close()
+            raise _too_many_pixels(f"{width}x{height}", max_pixels)
+        with (reserve or _no_reservation)(width * height), opened:
+            return _decode_crop_encode(opened, recipe)
+
+
+def _decode_crop_encode(opened: Image.Image, recipe: Recipe) -> tuple[bytes, Box]:
     try:
-        with Image.open(io.BytesIO(data)) as decoded:
-            decoded.load()  # raises on truncated data instead of filling it with grey
-            image = _to_rgb(decoded)
+        opened.load()  # raises on truncated data instead of filling it with grey
+        image = _to_rgb(opened)
     except _SkipError:
         raise
-    except Exception as e:  # PIL raises many types for bad data; every one means "skip it"
-        raise _SkipError(f"not a readable image ({type(e).__name__}: {e})") from e
+    except Exception as e:
+        raise _unreadable(e) from e
+    return _crop_resize_encode(image, recipe)
+
+
+def _crop_resize_encode(image: Image.Image, recipe: Recipe) -> tuple[bytes, Box]:
     width, height = image.size
     box = crop_box(recipe.crop, width, height)
     if box[2] > width or box[3] > height:
@@ -225,6 +334,59 @@ def transform(data: bytes, recipe: Recipe) -> tuple[bytes, Box]:
     return buffer.getvalue(), box
 
 
+@contextlib.contextmanager
+def _no_reservation(pixels: int) -> Iterator[None]:
+    yield
+
+
+class _PixelBudget:
+    """Megapixels that all worker processes together may hold decoded at once.
+
+    One large image in each of many workers would multiply the memory of the largest image
+    allowed by the workers; with the budget a large image waits until enough pixels are
+    free. Images up to 1 MP (CelebA's are 0.04) take none, so they never wait.
+    """
+
+    def __init__(self, context: Any, megapixels: int) -> None:
+        self._free = context.BoundedSemaphore(megapixels)  # one unit per megapixel
+        self._taking = context.Lock()
+
+    @contextlib.contextmanager
+    def reserve(self, pixels: int) -> Iterator[None]:
+        units = math.ceil(pixels / 10**6) if pixels > 10**6 else 0
+        with self._taking:  # one taker at a time: two half-served takers never deadlock
+            for _ in range(units):
+                self._free.acquire()
+        try:
+            yield
+        finally:
+            if units:
+                _return_freed_memory()
+            for _ in range(units):
+                self._free.release()
+
+
+def _libc_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to trim, or no way to ask
+        return None
+
+
+_MALLOC_TRIM = _libc_malloc_trim() if sys.platform.startswith("linux") else None
+
+
+def _return_freed_memory() -> None:
+    """Hands the heap's free pages back to the OS.
+
+    glibc keeps the freed blocks of a large image (PIL allocates in 16 MB blocks, under
+    malloc's mmap threshold) in the process's heap, so every worker that once decoded a
+    large image would keep its size resident; the pixel budget must count what is resident.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 # --------------------------------------------------------------------------- reading the source
 
 
@@ -235,6 +397,26 @@ class _File:
     member: str  # name inside the container, or path relative to the source folder
 
 
+class _TooBigError(_SkipError):
+    """A file over the size limit of its kind; the caller names the limit's flag."""
+
+
+def _too_big(size: int, limit: int) -> _TooBigError:
+    return _TooBigError(f"{size / 2**20:,.1f} MB, over the {limit / 2**20:g} MB limit")
+
+
+def _check_member(info: zipfile.ZipInfo, limit: int) -> None:
+    """Skips an archived member by its header's sizes, before inflating a byte of it."""
+    if info.file_size > limit:
+        raise _too_big(info.file_size, limit)
+    ratio = info.file_size / max(info.compress_size, 1)
+    if info.file_size > _RATIO_MIN_BYTES and ratio > MAX_COMPRESSION_RATIO:
+        raise _SkipError(
+            f"inflates {ratio:,.0f}:1 in the archive (over {MAX_COMPRESSION_RATIO}:1, which no "
+            "image reaches): a zip bomb or padding, not read"
+        )
+
+
 class _Reader:
     """Reads files of a source; keeps one open ZipFile per archive in this process."""
 
@@ -242,19 +424,51 @@ class _Reader:
         self.root = root
         self._archives: dict[str, zipfile.ZipFile] = {}
 
-    def read(self, container: str | None, member: str) -> bytes:
+    def read(self, container: str | None, member: str, limit: int) -> bytes:
+        """The file's bytes; _SkipError, unread, when it is larger than `limit` bytes.
+
+        Sizes are checked before reading (the file's, or the archive header's) and the read
+        itself stops after `limit` bytes, so a file that grows or a header that lies costs
+        no more memory.
+        """
         if container is None:
-            with open(os.path.join(self.root, member), "rb") as f:
-                return f.read()
-        if container not in self._archives:
-            self._archives[container] = zipfile.ZipFile(container)
-        return self._archives[container].read(member)
+            path = os.path.join(self.root, member)
+            info = os.stat(path)
+            if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
+                raise _SkipError("not a regular file (a device, FIFO or socket)")
+            if info.st_size > limit:
+                raise _too_big(info.st_size, limit)
+            with open(path, "rb") as f:
+                data = f.read(limit + 1)
+        else:
+            if container not in self._archives:
+                self._archives[container] = zipfile.ZipFile(container)
+            archive = self._archives[container]
+            info = archive.getinfo(member)
+            _check_member(info, limit)
+            with archive.open(info) as f:
+                data = f.read(limit + 1)
+        if len(data) > limit:
+            raise _too_big(len(data), limit)
+        return data
 
     def close(self) -> None:
         for archive in self._archives.values():
             archive.close()
         self._archives.clear()
 
+
+# Archives fail in many ways: an encrypted member (RuntimeError), an unknown compression
+# (NotImplementedError), a truncated or damaged stream (EOFError, zlib.error, BadZipFile).
+_READ_ERRORS = (
+    OSError,
+    KeyError,
+    EOFError,
+    RuntimeError,
+    NotImplementedError,
+    zlib.error,
+    zipfile.BadZipFile,
+)
 
 # (payload, crop box, None) for an image in the dataset, (None, None, reason) for a skipped one.
 _Result = tuple[bytes | None, Box | None, str | None]
@@ -263,17 +477,26 @@ _Result = tuple[bytes | None, Box | None, str | None]
 class _Worker:
     """Turns a (container, member) task into a result; PIL only, so it never touches TF."""
 
-    def __init__(self, root: str, recipe: Recipe) -> None:
+    def __init__(
+        self, root: str, recipe: Recipe, limits: Limits, budget: _PixelBudget | None = None
+    ) -> None:
         self.reader = _Reader(root)
         self.recipe = recipe
+        self.limits = limits
+        self.reserve = budget.reserve if budget else None  # None: the only worker
 
     def __call__(self, task: tuple[str | None, str]) -> _Result:
+        container, member = task
         try:
-            data = self.reader.read(*task)
-        except (OSError, KeyError, zipfile.BadZipFile) as e:
+            data = self.reader.read(container, member, self.limits.max_file_bytes)
+        except _TooBigError as e:
+            return None, None, f"{e} of --max_file_mb (raise it to include the file)"
+        except _SkipError as e:
+            return None, None, str(e)
+        except _READ_ERRORS as e:
             return None, None, f"cannot read the file ({type(e).__name__}: {e})"
         try:
-            payload, box = transform(data, self.recipe)
+            payload, box = transform(data, self.recipe, self.limits.max_pixels, self.reserve)
         except _SkipError as e:
             return None, None, str(e)
         return payload, box, None
@@ -285,28 +508,43 @@ class _Worker:
 _WORKER: _Worker | None = None  # one per pool process, set by _init_worker
 
 
-def _init_worker(root: str, recipe: Recipe) -> None:
+def _init_worker(root: str, recipe: Recipe, limits: Limits, budget: _PixelBudget) -> None:
     global _WORKER
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    _WORKER = _Worker(root, recipe)
+    _WORKER = _Worker(root, recipe, limits, budget)
 
 
-def _run_worker(task: tuple[str | None, str]) -> _Result:
+def _run_chunk(tasks: list[tuple[str | None, str]]) -> list[_Result]:
     assert _WORKER is not None
-    return _WORKER(task)
+    return [_WORKER(task) for task in tasks]
 
 
 def _hidden(path: str) -> bool:
     return any(part.startswith(".") or part == "__MACOSX" for part in path.split("/"))
 
 
-def _zip_files(archive: str, prefix: str = "") -> list[_File]:
+def _unsafe_member(name: str) -> bool:
+    """An absolute path, a drive letter or a `..` part: a name no extraction should follow."""
+    parts = name.replace("\\", "/").split("/")
+    return (
+        name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name) is not None or (".." in parts)
+    )
+
+
+UNSAFE_MEMBER_REASON = "unsafe path in the archive (absolute, a drive, or '..'): not read"
+
+
+def _zip_files(archive: str, prefix: str = "") -> tuple[list[_File], list[dict[str, str]]]:
+    """The archive's files, and its members with unsafe paths as skipped entries."""
     try:
         with zipfile.ZipFile(archive) as z:
-            names = [i.filename for i in z.infolist() if not i.is_dir()]
+            names = sorted(i.filename for i in z.infolist() if not i.is_dir())
     except (OSError, zipfile.BadZipFile) as e:
         raise PrepareError(f"cannot open the archive {archive}: {e}") from e
-    return [_File(prefix + n, archive, n) for n in sorted(names) if not _hidden(n)]
+    unsafe = [n for n in names if _unsafe_member(n)]
+    skipped = [{"source_id": prefix + n, "reason": UNSAFE_MEMBER_REASON} for n in unsafe]
+    files = [_File(prefix + n, archive, n) for n in names if not (n in unsafe or _hidden(n))]
+    return files, skipped
 
 
 def _folder_files(root: str) -> list[_File]:
@@ -338,22 +576,27 @@ def _celeba_image_dir(images: list[_File]) -> tuple[str, str] | None:
     return None
 
 
-def _list_files(src: str) -> tuple[list[_File], bool]:
-    """Every file of a folder or .zip source and whether any comes from an archive.
+def _list_files(src: str) -> tuple[list[_File], bool, list[dict[str, str]]]:
+    """Every file of a folder or .zip source, whether any comes from an archive, and the
+    archive members skipped for their unsafe paths.
 
     A folder holding CelebA's img_align_celeba.zip unextracted (as downloaded beside the
     label files) is read as if it were extracted in place.
     """
     if os.path.isdir(src):
-        files = _folder_files(src)
+        files, skipped = _folder_files(src), []
         if _celeba_image_dir([f for f in files if _is_image(f.path)]) is None:
             for f in [f for f in files if posixpath.basename(f.path) == IMAGE_DIR + ".zip"]:
                 prefix = posixpath.dirname(f.path)
-                nested = _zip_files(os.path.join(src, f.member), prefix + "/" if prefix else "")
+                nested, unsafe = _zip_files(
+                    os.path.join(src, f.member), prefix + "/" if prefix else ""
+                )
                 files += nested
-        return files, any(f.container for f in files)
+                skipped += unsafe
+        return files, any(f.container for f in files), skipped
     if os.path.isfile(src) and zipfile.is_zipfile(src):
-        return _zip_files(src), True
+        files, skipped = _zip_files(src)
+        return files, True, skipped
     if not os.path.exists(src):
         raise PrepareError(f"--src {src} does not exist")
     raise PrepareError(f"--src {src} is neither a folder nor a .zip archive")
@@ -366,36 +609,58 @@ def _list_files(src: str) -> tuple[list[_File], bool]:
 class _Table:
     where: str  # the file, for error messages
     names: list[str] | None  # the header's column names (without the file-name column)
-    rows: dict[str, tuple[int, list[str]]]  # file name -> (line number, values)
+    # file name -> (line number, its values joined by single spaces): one string per row,
+    # not one per value, keeps CelebA's 8 million attribute values out of memory.
+    rows: dict[str, tuple[int, str]]
+
+
+def _numbered_rows(where: str, text: str, is_csv: bool) -> Iterator[tuple[int, list[str]]]:
+    """(line number, tokens) of the non-empty lines; PrepareError on an overlong line."""
+
+    def lines() -> Iterator[str]:
+        for no, line in enumerate(io.StringIO(text), 1):
+            if len(line) > MAX_LABEL_LINE_CHARS:
+                raise PrepareError(
+                    f"{where}:{no}: a line of {len(line):,} characters (CelebA's are under 600, "
+                    f"the limit is {MAX_LABEL_LINE_CHARS:,}): not a CelebA label file; remove it"
+                )
+            yield line
+
+    rows = csv.reader(lines()) if is_csv else (line.split() for line in lines())
+    for no, tokens in enumerate(rows, 1):
+        if tokens:
+            yield no, tokens
 
 
 def _parse_table(where: str, text: str, is_csv: bool) -> _Table:
     """A CelebA label file: optional count line, optional header line, rows `name v1 v2 ...`."""
+    lines = _numbered_rows(where, text, is_csv)
+    first = next(lines, None)
+    count_line, names = None, None
     if is_csv:
-        lines = [(no, row) for no, row in enumerate(csv.reader(text.splitlines()), 1) if row]
-        if not lines:
+        if first is None:
             raise PrepareError(f"{where}: the file is empty; remove it or replace it")
-        names, body, count_line = [n.strip() for n in lines[0][1][1:]], lines[1:], None
+        names, first = [n.strip() for n in first[1][1:]], next(lines, None)
     else:
-        lines = [(no, line.split()) for no, line in enumerate(text.splitlines(), 1)]
-        lines = [(no, tokens) for no, tokens in lines if tokens]
-        count_line = None
-        if lines and len(lines[0][1]) == 1 and lines[0][1][0].isdigit():
-            count_line, lines = lines[0], lines[1:]
-        names = None
-        if lines and not _is_image(lines[0][1][0]):  # rows start with a file name, headers not
-            names, lines = lines[0][1], lines[1:]
-            if lines and len(names) == len(lines[0][1]):  # the header names the file column too
+        if first and len(first[1]) == 1 and first[1][0].isdigit():
+            count_line, first = first, next(lines, None)
+        if first and not _is_image(first[1][0]):  # rows start with a file name, headers not
+            names, first = first[1], next(lines, None)
+            if first and len(names) == len(first[1]):  # the header names the file column too
                 names = names[1:]
-        body = lines
-    rows: dict[str, tuple[int, list[str]]] = {}
-    for no, tokens in body:
+    rows: dict[str, tuple[int, str]] = {}
+    for no, tokens in itertools.chain([first] if first else [], lines):
         name = tokens[0].strip()
         if name in rows:
             raise PrepareError(
                 f"{where}:{no}: {name} appears again (first on line {rows[name][0]})"
             )
-        rows[name] = (no, [t.strip() for t in tokens[1:]])
+        if len(rows) == MAX_LABEL_ROWS:
+            raise PrepareError(
+                f"{where}:{no}: more than {MAX_LABEL_ROWS:,} rows (CelebA has 202,599): "
+                "not a CelebA label file; remove it"
+            )
+        rows[name] = (no, " ".join(t.strip() for t in tokens[1:]))
     if count_line is not None and int(count_line[1][0]) != len(rows):
         raise PrepareError(
             f"{where}:{count_line[0]}: the count line says {count_line[1][0]} rows but the file "
@@ -419,13 +684,24 @@ def _read_table(
         return None
     f = min(found, key=lambda t: t[:3])[3]
     where = os.path.join(src, f.path)
-    text = reader.read(f.container, f.member).decode("utf-8-sig", errors="replace")
+    try:
+        data = reader.read(f.container, f.member, MAX_LABEL_FILE_MB * 2**20)
+    except _SkipError as e:
+        raise PrepareError(
+            f"{where}: {e}; CelebA's label files are under 27 MB and the limit for them is "
+            f"{MAX_LABEL_FILE_MB} MB: remove or replace the file"
+        ) from e
+    except _READ_ERRORS as e:
+        raise PrepareError(f"cannot read {where} ({type(e).__name__}: {e})") from e
+    text = data.decode("utf-8-sig", errors="replace")
+    del data
     return _parse_table(where, text, f.path.endswith(".csv"))
 
 
 def _values(table: _Table, name: str, count: int, kind: type, allowed: set | None = None) -> list:
     """The row of `name` converted to `count` values of `kind`, or PrepareError naming the line."""
-    no, tokens = table.rows[name]
+    no, text = table.rows[name]
+    tokens = text.split()
     problem = None
     if len(tokens) != count:
         problem = f"expected {count} values after the file name, got {len(tokens)}"
@@ -513,7 +789,7 @@ def scan_source(
     """Lists the images of `src`, reads and checks its label files, assigns the splits."""
     src = os.path.abspath(os.path.expanduser(src))
     fractions = _check_fractions(split_fractions)
-    files, archive = _list_files(src)
+    files, archive, unsafe = _list_files(src)
     images = [f for f in files if _is_image(f.path)]
     if not images:
         archives = [f.path for f in files if f.path.lower().endswith(".zip")]
@@ -527,7 +803,8 @@ def scan_source(
         )
     found = _celeba_image_dir(images)
     if found is None:
-        return _folder_source(src, archive, images, fractions, seed, limit)
+        source = _folder_source(src, archive, images, fractions, seed, limit)
+        return dataclasses.replace(source, skipped=unsafe + source.skipped)
     layout, image_dir = found
     in_dir = {
         posixpath.basename(f.path): f for f in images if posixpath.dirname(f.path) == image_dir
@@ -540,7 +817,8 @@ def scan_source(
         }
     finally:
         reader.close()
-    return _celeba_source(src, layout, archive, image_dir, in_dir, tables, fractions, seed, limit)
+    source = _celeba_source(src, layout, archive, image_dir, in_dir, tables, fractions, seed, limit)
+    return dataclasses.replace(source, skipped=unsafe + source.skipped)
 
 
 def _folder_source(
@@ -697,23 +975,46 @@ class _SplitWriter:
         return {"num_examples": sum(self._counts), "shards": shards}
 
 
+def _in_order(
+    pool: multiprocessing.pool.Pool, tasks: list[Any], chunksize: int, max_chunks: int
+) -> Iterator[_Result]:
+    """pool.imap with at most `max_chunks` chunks submitted and not yet consumed.
+
+    imap queues every task at once, so results pile up whenever the writer is slower than
+    the workers; here memory stays bounded by max_chunks x chunksize results.
+    """
+    pending: collections.deque = collections.deque()
+    for start in range(0, len(tasks), chunksize):
+        if len(pending) == max_chunks:
+            yield from pending.popleft().get()
+        pending.append(pool.apply_async(_run_chunk, (tasks[start : start + chunksize],)))
+    while pending:
+        yield from pending.popleft().get()
+
+
 @contextlib.contextmanager
 def _processed(
-    tasks: list[tuple[str | None, str]], root: str, recipe: Recipe, workers: int
+    tasks: list[tuple[str | None, str]], root: str, recipe: Recipe, limits: Limits, workers: int
 ) -> Iterator[Iterator[_Result]]:
     """The results of `tasks`, in order: in this process for one worker, else from a pool."""
     if workers <= 1 or len(tasks) <= 1:
-        worker = _Worker(root, recipe)
+        worker = _Worker(root, recipe, limits)
         try:
             yield map(worker, tasks)
         finally:
             worker.close()
         return
-    # Chunks big enough to amortise the inter-process traffic, small enough to balance the load.
-    chunksize = max(1, min(64, len(tasks) // (workers * 8)))
+    # Chunks big enough to amortise the inter-process traffic, small enough to balance the
+    # load; two in flight per worker keep every worker busy, and no more than
+    # _IN_FLIGHT_BYTES of (at most raw-sized) results wait for the writer.
+    per_image = recipe.size * recipe.size * schema.CHANNELS
+    chunksize = max(
+        1, min(64, len(tasks) // (workers * 8), _IN_FLIGHT_BYTES // (2 * workers * per_image))
+    )
     context = multiprocessing.get_context(_START_METHOD)
-    with context.Pool(workers, _init_worker, (root, recipe)) as pool:
-        yield pool.imap(_run_worker, tasks, chunksize)
+    budget = _PixelBudget(context, limits.max_megapixels)
+    with context.Pool(workers, _init_worker, (root, recipe, limits, budget)) as pool:
+        yield _in_order(pool, tasks, chunksize, max_chunks=2 * workers)
 
 
 def _write_splits(
@@ -721,6 +1022,7 @@ def _write_splits(
     source: Source,
     recipe: Recipe,
     *,
+    limits: Limits,
     workers: int,
     per_shard: int,
     compression: str | None,
@@ -731,7 +1033,7 @@ def _write_splits(
     skipped = []
     tasks = [(item.container, item.member) for item in source.items]
     root = source.path if os.path.isdir(source.path) else os.path.dirname(source.path)
-    with _processed(tasks, root, recipe, workers) as results:
+    with _processed(tasks, root, recipe, limits, workers) as results:
         for item, (payload, box, reason) in zip(source.items, results, strict=True):
             if progress:
                 progress.update()
@@ -764,7 +1066,12 @@ def _write_splits(
 
 
 def _is_dataset_file(name: str) -> bool:
-    return name.endswith((".tfrecord", ".tfrecord.gz")) or name.startswith(".tmp-")
+    # The judge (tools.train_judge) is stored with the dataset and goes stale with it.
+    return (
+        name.endswith((".tfrecord", ".tfrecord.gz"))
+        or name.startswith(".tmp-")
+        or name == JUDGE_SUBDIR
+    )
 
 
 def _check_out(out: str, overwrite: bool) -> None:
@@ -826,6 +1133,8 @@ def prepare(
     seed: int = 0,
     limit: int | None = None,
     compression: str | None = None,
+    max_file_mb: int = MAX_FILE_MB,
+    max_megapixels: int = MAX_MEGAPIXELS,
     overwrite: bool = False,
     verbose: bool = True,
 ) -> dict[str, Any]:
@@ -834,16 +1143,19 @@ def prepare(
     Args mirror the command-line flags; examples_per_shard 0 sizes shards automatically,
     workers None uses every core, compression is None or "GZIP", crop "auto" is CelebA's box
     for the official and Kaggle layouts and "center" for an image folder (see resolve_crop).
-    With `verbose`, progress goes to stderr and a summary line to stdout. Returns the
-    manifest as written.
+    Source images over max_file_mb or max_megapixels are skipped unread, with the reason in
+    the manifest, so memory stays bounded whatever the source holds. With `verbose`,
+    progress goes to stderr and a summary line to stdout. Returns the manifest as written.
     Raises PrepareError for an unusable source or --out, ValueError for bad arguments.
     """
     recipe = Recipe(size=size, crop=crop, resample=resample, fmt=fmt, quality=quality)
+    limits = Limits(max_file_mb=max_file_mb, max_megapixels=max_megapixels)
     if compression not in (None, "GZIP"):
         raise ValueError(f"compression {compression!r} is not None or 'GZIP'")
     if examples_per_shard < 0 or (limit is not None and limit < 1):
         raise ValueError("examples_per_shard must be >= 0 and limit >= 1")
-    workers = workers or default_workers()
+    # More processes than 4 per core only cost memory (each holds its own heap).
+    workers = min(workers or default_workers(), WORKERS_PER_CORE * default_workers())
     per_shard = examples_per_shard or auto_examples_per_shard(recipe)
 
     def say(message: str) -> None:
@@ -862,6 +1174,7 @@ def prepare(
             tmp,
             source,
             recipe,
+            limits=limits,
             workers=workers,
             per_shard=per_shard,
             compression=compression,
@@ -913,7 +1226,11 @@ def define_flags() -> None:
     )
     flags.DEFINE_string("out", None, "Output folder for the shards and dataset.json.")
     flags.DEFINE_integer(
-        "size", schema.IMAGE_SIZE, "Output height and width in pixels.", lower_bound=1
+        "size",
+        schema.IMAGE_SIZE,
+        f"Output height and width in pixels (at most {MAX_SIZE}).",
+        lower_bound=1,
+        upper_bound=MAX_SIZE,
     )
     flags.DEFINE_string(
         "crop",
@@ -936,7 +1253,12 @@ def define_flags() -> None:
         "Examples per shard; 0: ~20 MB shards (4096 at 96x96 JPEG).",
         lower_bound=0,
     )
-    flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).", lower_bound=1)
+    flags.DEFINE_integer(
+        "workers",
+        None,
+        f"Worker processes (default: all cores; at most {WORKERS_PER_CORE} per core are started).",
+        lower_bound=1,
+    )
     flags.DEFINE_list(
         "split_fractions",
         [str(f) for f in DEFAULT_SPLIT_FRACTIONS],
@@ -947,6 +1269,22 @@ def define_flags() -> None:
         "limit", None, "Use only the first N images of the source (quick tries).", lower_bound=1
     )
     flags.DEFINE_enum("compression", "none", ["none", "gzip"], "Shard compression.")
+    flags.DEFINE_integer(
+        "max_file_mb",
+        MAX_FILE_MB,
+        "Source images larger than this (MB) are skipped unread, listed in the manifest "
+        f"(at most {FILE_MB_CEILING}).",
+        lower_bound=1,
+        upper_bound=FILE_MB_CEILING,
+    )
+    flags.DEFINE_integer(
+        "max_megapixels",
+        MAX_MEGAPIXELS,
+        "Source images with more pixels (millions) are skipped before decoding; also the "
+        f"most all workers decode at once (~12 bytes a pixel; at most {MEGAPIXELS_CEILING}).",
+        lower_bound=1,
+        upper_bound=MEGAPIXELS_CEILING,
+    )
     flags.DEFINE_bool("overwrite", False, "Replace an existing dataset at --out.")
     flags.mark_flags_as_required(["src", "out"])
 
@@ -976,6 +1314,8 @@ def main(argv: Sequence[str]) -> None:
             seed=FLAGS.seed,
             limit=FLAGS.limit,
             compression=None if FLAGS.compression == "none" else "GZIP",
+            max_file_mb=FLAGS.max_file_mb,
+            max_megapixels=FLAGS.max_megapixels,
             overwrite=FLAGS.overwrite,
         )
     except PrepareError as e:
@@ -986,7 +1326,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     define_flags()
-    app.run(main)
+    run_app(main)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,173 @@
+"""README.md's flag tables against the command lines themselves.
+
+A table whose header is `| flag | default | meaning |` documents the flags of the command named
+in backticks in the heading above it (`tools.prepare_celeba`, `train.py`, ...). Every row must
+name a real flag with its real default, and every flag of that command must have a row. The
+real defaults come from absl's `--helpxml`, so the command's own flag definitions decide.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = os.path.join(ROOT, "README.md")
+# Documented defaults that stand for "no value" (absl's None): the flag must have none.
+NO_VALUE_WORDS = {"required", "none", "all cores", "unset"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    command: str  # as named in the heading: tools.prepare_celeba, train.py, ...
+    flag: str  # without the dashes
+    default: str  # the cell's text
+    line: int  # in README.md
+
+
+def flag_rows(text: str) -> list[Row]:
+    """The rows of every flag table in a markdown text."""
+    rows, heading, in_table = [], "", False
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith("#"):
+            heading, in_table = line, False
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("|"):
+            in_table = False
+        elif [c.lower() for c in cells[:2]] == ["flag", "default"]:
+            named = re.search(r"`([\w./-]+)`", heading)
+            assert named, f"README.md:{number}: name the command in backticks in the heading"
+            command, in_table = named.group(1), True
+        elif in_table and not set(cells[0]) <= set("-: "):
+            flag = cells[0].strip("`").lstrip("-")
+            rows.append(Row(command, flag, cells[1], number))
+    return rows
+
+
+def same_default(documented: str, real: str | None) -> bool:
+    """Whether a table cell states the flag's real default (as --helpxml prints it).
+
+    The value is the cell's text before any " (" explanation, without backticks; numbers
+    compare as numbers (4,096 == 4096), anything else as lower-case text.
+    """
+    value = documented.split(" (")[0].replace("`", "").strip().lower()
+    if not real:
+        return value in NO_VALUE_WORDS
+    if value == real.lower():
+        return True
+    try:
+        return float(value.replace(",", "")) == float(real)
+    except ValueError:
+        return False
+
+
+@functools.cache
+def real_defaults(command: str) -> dict[str, str | None]:
+    """The command's own flags (absl's key flags) and their defaults, from --helpxml."""
+    program = [command] if command.endswith(".py") else ["-m", command]
+    done = subprocess.run(
+        [sys.executable, *program, "--helpxml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "<AllFlags>" in done.stdout, done.stderr[-2000:]  # absl exits 1 after --helpxml
+    tree = ET.fromstring(done.stdout)
+    return {
+        flag.findtext("name"): flag.findtext("default") or None
+        for flag in tree.iter("flag")
+        if flag.findtext("key") == "yes"
+    }
+
+
+def readme_rows() -> list[Row]:
+    with open(README) as f:
+        return flag_rows(f.read())
+
+
+def test_every_documented_default_is_the_real_one():
+    rows = readme_rows()
+    assert rows, "README.md has no flag table"
+    wrong = []
+    for row in rows:
+        defaults = real_defaults(row.command)
+        if row.flag not in defaults:
+            wrong.append(f"line {row.line}: {row.command} has no --{row.flag}")
+        elif not same_default(row.default, defaults[row.flag]):
+            real = defaults[row.flag] or "none (no value)"
+            wrong.append(
+                f"line {row.line}: --{row.flag} documented as {row.default!r}, "
+                f"{row.command}'s default is {real!r}"
+            )
+    assert not wrong, "README.md flag tables disagree with --help:\n" + "\n".join(wrong)
+
+
+def test_every_flag_of_a_documented_command_has_a_row():
+    rows = readme_rows()
+    missing = []
+    for command in sorted({row.command for row in rows}):
+        documented = {row.flag for row in rows if row.command == command}
+        missing += [f"{command} --{f}" for f in sorted(set(real_defaults(command)) - documented)]
+    assert not missing, "flags missing from README.md's tables: " + ", ".join(missing)
+
+
+TABLE = """
+# Title
+| flag | default | meaning |
+|---|---|---|
+| not a table of ours |
+
+### `tools.thing` flags
+
+| flag | default | meaning |
+|---|---|---|
+| `--size` | 96 | side |
+| `--shards` | `4,096` (about 20 MB) | per shard |
+| `--workers` | all cores | processes |
+
+Text between.
+
+| other | table |
+|---|---|
+| `--size` | 7 |
+"""
+
+
+def test_flag_rows_reads_only_flag_tables_under_a_named_command():
+    with pytest.raises(AssertionError, match=r"README\.md:3: name the command"):
+        flag_rows(TABLE)
+    rows = flag_rows(TABLE.replace("# Title\n| flag | default | meaning |", "# Title\n"))
+    assert [(r.command, r.flag, r.default) for r in rows] == [
+        ("tools.thing", "size", "96"),
+        ("tools.thing", "shards", "`4,096` (about 20 MB)"),
+        ("tools.thing", "workers", "all cores"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "documented, real, same",
+    [
+        ("96", "96", True),
+        ("`4,096` (about 20 MB)", "4096", True),
+        ("4096", "0", False),  # the README's --examples_per_shard before the fix
+        ("0", None, False),  # a number where the flag has no default
+        ("all cores", None, True),
+        ("required", None, True),
+        ("`lanczos`", "lanczos", True),
+        ("`0.8,0.1,0.1`", "0.8,0.1,0.1", True),
+        ("false", "false", True),
+        ("true", "false", False),
+        ("none", "none", True),  # an enum whose value is the word none
+    ],
+)
+def test_same_default(documented, real, same):
+    assert same_default(documented, real) is same

@@ -1,0 +1,255 @@
+"""model/trainer.py called in-process, as from a notebook, on the tiny synthetic dataset."""
+
+import dataclasses
+import json
+import os
+import shutil
+
+import pytest
+import tensorflow as tf
+
+from model.callbacks import logged_steps
+from model.trainer import TrainConfig, TrainError, train_and_evaluate
+from model.workdir import WorkdirError
+from pipeline.schema import DatasetError
+
+
+def tiny(data_dir: str, **changes) -> TrainConfig:
+    config = TrainConfig(
+        data_dir=data_dir,
+        batch_size=8,
+        z_dim=8,
+        filters=(8, 16),
+        shuffle_buffer=64,
+        cache="none",
+        epochs=1,
+        steps_per_epoch=2,
+    )
+    return dataclasses.replace(config, **changes)
+
+
+def read_json(path) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def scalars(folder: str, tag: str) -> dict[int, float]:
+    """step -> value of one TensorBoard scalar tag in a folder."""
+    found = {}
+    for name in os.listdir(folder):
+        for record in tf.data.TFRecordDataset(os.path.join(folder, name)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                if value.tag == tag:
+                    found[event.step] = float(tf.make_ndarray(value.tensor))
+    return found
+
+
+def snapshot(folder) -> dict[str, int]:
+    """Relative path -> size of every file below a folder."""
+    return {
+        os.path.relpath(os.path.join(root, name), folder): os.path.getsize(os.path.join(root, name))
+        for root, _, names in os.walk(folder)
+        for name in names
+    }
+
+
+@pytest.fixture(scope="module")
+def one_epoch(tiny_data_dir, tmp_path_factory):
+    """A finished one-epoch run of two steps; tests copy it before changing it."""
+    workdir = str(tmp_path_factory.mktemp("trainer") / "run")
+    result = train_and_evaluate(tiny(tiny_data_dir), workdir)
+    return workdir, result
+
+
+def copy_run(one_epoch, tmp_path) -> str:
+    workdir = str(tmp_path / "run")
+    shutil.copytree(one_epoch[0], workdir)
+    return workdir
+
+
+def test_in_process_call_writes_every_artifact(one_epoch, tiny_data_dir):
+    workdir, result = one_epoch
+    assert result.step == 2 and result.epochs == 1
+    assert result.sample_grid == os.path.join(workdir, "samples", "epoch_0001.png")
+    assert os.path.isfile(result.sample_grid) and os.path.isfile(result.model_path)
+    assert set(result.logs) >= {"loss", "val_loss", "images_per_sec", "input_wait_fraction"}
+    config = read_json(os.path.join(workdir, "config.json"))
+    assert config["flags"] == tiny(tiny_data_dir).to_dict()
+    assert config["model"]["network"]["filters"] == [8, 16]
+    assert tf.train.latest_checkpoint(os.path.join(workdir, "ckpt")).endswith("ckpt-2")
+    assert os.path.isdir(os.path.join(workdir, "export"))
+    assert not [n for n in os.listdir(workdir) if n.startswith(".tmp")]
+
+
+def test_tensorboard_keeps_todays_names(one_epoch):
+    workdir, result = one_epoch
+    train_logs = os.path.join(workdir, "logs", "train")
+    for tag in (
+        "loss",
+        "reconstruction_loss",
+        "kl_loss",
+        "elbo",
+        "bits_per_dim",
+        "learning_rate",
+        "images_per_sec",
+        "input_wait_fraction",
+    ):
+        assert list(scalars(train_logs, tag)) == [2], tag  # the epoch's means at its end
+    assert scalars(train_logs, "loss")[2] == pytest.approx(result.logs["loss"])
+    assert logged_steps(train_logs, "samples") == logged_steps(train_logs, "reconstructions") == {2}
+    validation = scalars(os.path.join(workdir, "logs", "validation"), "loss")
+    assert validation == {2: pytest.approx(result.logs["val_loss"])}
+
+
+def test_same_call_resumes_with_the_new_learning_rate(one_epoch, tiny_data_dir, tmp_path, capsys):
+    workdir = copy_run(one_epoch, tmp_path)
+    result = train_and_evaluate(tiny(tiny_data_dir, epochs=2, learning_rate=5e-4), workdir)
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "(step 2)" in out
+    assert result.step == 4 and result.sample_grid.endswith("epoch_0002.png")
+    # The checkpoint brought back the old rate; the config's wins.
+    rates = scalars(os.path.join(workdir, "logs", "train"), "learning_rate")
+    assert rates[2] == pytest.approx(1e-3) and rates[4] == pytest.approx(5e-4)
+    assert logged_steps(os.path.join(workdir, "logs", "validation"), "loss") == {2, 4}
+
+
+def test_another_model_in_the_workdir_stops_and_keeps_it(one_epoch, tiny_data_dir, tmp_path):
+    workdir = copy_run(one_epoch, tmp_path)
+    before = snapshot(workdir)
+    with pytest.raises(TrainError, match=r"another model \(.*z_dim") as caught:
+        train_and_evaluate(tiny(tiny_data_dir, z_dim=16), workdir)
+    assert "\n" not in str(caught.value) and "--overwrite" in str(caught.value)
+    assert snapshot(workdir) == before
+
+
+def test_owed_grid_and_validation_are_written_on_resume(one_epoch, tiny_data_dir, tmp_path, capsys):
+    # A kill right after the epoch's checkpoint: its grid and validation never got written.
+    workdir = copy_run(one_epoch, tmp_path)
+    os.remove(os.path.join(workdir, "samples", "epoch_0001.png"))
+    shutil.rmtree(os.path.join(workdir, "logs", "validation"))
+    result = train_and_evaluate(tiny(tiny_data_dir), workdir)
+    out = capsys.readouterr().out
+    assert "epoch_0001.png, which the previous run stopped before writing" in out
+    assert "(owed: the previous run stopped before writing it)" in out
+    assert result.step == 2  # nothing trained again
+    assert os.path.isfile(os.path.join(workdir, "samples", "epoch_0001.png"))
+    assert logged_steps(os.path.join(workdir, "logs", "validation"), "loss") == {2}
+    # Written once: a second resume owes nothing.
+    train_and_evaluate(tiny(tiny_data_dir), workdir)
+    assert "previous run stopped before writing" not in capsys.readouterr().out
+
+
+def test_non_finite_loss_stops_keeping_the_last_good_checkpoint(tiny_data_dir, tmp_path):
+    workdir = str(tmp_path / "run")
+    config = tiny(tiny_data_dir, learning_rate=1e30, steps_per_epoch=20, checkpoint_every_steps=1)
+    with pytest.raises(TrainError, match="non-finite at step") as caught:
+        train_and_evaluate(config, workdir)
+    message = str(caught.value)
+    assert "--learning_rate (now 1e+30)" in message and "\n" not in message
+    bad_step = int(message.split("non-finite at step ")[1].split(".")[0])
+    latest = tf.train.latest_checkpoint(os.path.join(workdir, "ckpt"))
+    if bad_step > 1:  # the last good step was kept, the bad one was not saved
+        assert latest.endswith(f"ckpt-{bad_step - 1}") and latest in message
+    else:
+        assert latest is None and "none yet" in message
+
+
+def test_overwrite_failing_before_a_checkpoint_puts_the_old_run_back(
+    one_epoch, tiny_data_dir, tmp_path
+):
+    workdir = copy_run(one_epoch, tmp_path)
+    before = snapshot(workdir)
+    diverging = tiny(tiny_data_dir, z_dim=16, learning_rate=1e30, steps_per_epoch=20)
+    with pytest.raises(TrainError, match="non-finite"):
+        train_and_evaluate(diverging, workdir, overwrite=True)
+    assert snapshot(workdir) == before
+
+
+def test_overwrite_replaces_the_run_once_the_new_one_has_a_checkpoint(
+    one_epoch, tiny_data_dir, tmp_path
+):
+    workdir = copy_run(one_epoch, tmp_path)
+    result = train_and_evaluate(tiny(tiny_data_dir, z_dim=16), workdir, overwrite=True)
+    assert result.step == 2
+    assert read_json(os.path.join(workdir, "config.json"))["model"]["network"]["z_dim"] == 16
+    assert not [n for n in os.listdir(workdir) if n.startswith(".replaced")]
+
+
+def test_corrupt_shard_is_named(tiny_data_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data_dir, data)
+    shard = sorted(data.glob("train-*"))[0]
+    raw = bytearray(shard.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # same size, so only the record checksum can tell
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(DatasetError) as caught:
+        train_and_evaluate(tiny(str(data), steps_per_epoch=6), str(tmp_path / "run"))
+    assert shard.name in str(caught.value) and "--overwrite" in str(caught.value)
+
+
+def _manifest_says_64(data_dir: str, tmp_path) -> str:
+    data = tmp_path / "data64"
+    shutil.copytree(data_dir, data)
+    manifest = read_json(data / "dataset.json")
+    manifest["image"]["height"] = manifest["image"]["width"] = 64
+    (data / "dataset.json").write_text(json.dumps(manifest))
+    return str(data)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"kl_weight": float("inf")}, "--kl_weight=inf: give a finite number"),
+        ({"learning_rate": float("inf")}, "--learning_rate=inf: give a finite number"),
+        ({"batch_size": 0}, "--batch_size=0: must be at least 1"),
+        ({"cache": "ram"}, "--cache=ram"),
+        ({"filters": (8, 16, 32, 64, 128, 256)}, "--filters=8,16,32,64,128,256"),
+        ({"data_dir": "/nonexistent/data"}, "--data_dir=/nonexistent/data"),
+        ({"data_dir": "64"}, "its images are not the 64x64x3 its dataset.json says"),
+    ],
+)
+def test_settings_that_cannot_run_stop_in_one_line_before_writing(
+    changes, message, tiny_data_dir, tmp_path
+):
+    if changes.get("data_dir") == "64":
+        changes = {"data_dir": _manifest_says_64(tiny_data_dir, tmp_path)}
+    workdir = tmp_path / "run"
+    with pytest.raises(TrainError) as caught:
+        train_and_evaluate(dataclasses.replace(tiny(tiny_data_dir), **changes), str(workdir))
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+    assert not workdir.exists()
+
+
+def test_unusable_workdirs_stop_in_one_line(one_epoch, tiny_data_dir, tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("not a folder")
+    for workdir, message in ((a_file, "is a file"), (a_file / "run", "which is a file")):
+        with pytest.raises(WorkdirError, match=message) as caught:
+            train_and_evaluate(tiny(tiny_data_dir), str(workdir))
+        assert "\n" not in str(caught.value)
+    assert a_file.read_text() == "not a folder"
+    # A truncated config.json is named, and left for the user to restore.
+    workdir = copy_run(one_epoch, tmp_path)
+    config = os.path.join(workdir, "config.json")
+    with open(config, "r+") as f:
+        f.truncate(40)
+    with pytest.raises(WorkdirError, match=r"config\.json is damaged") as caught:
+        train_and_evaluate(tiny(tiny_data_dir), workdir)
+    assert config in str(caught.value) and os.path.getsize(config) == 40
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_workdir_stops_in_one_line(tiny_data_dir, tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir(mode=0o500)
+    with pytest.raises(WorkdirError, match="cannot be written"):
+        train_and_evaluate(tiny(tiny_data_dir), str(folder / "run"))
+
+
+def test_config_round_trips_through_config_json(tiny_data_dir):
+    config = tiny(tiny_data_dir, jit_compile="false")
+    stored = json.loads(json.dumps(config.to_dict()))
+    assert TrainConfig.from_dict({**stored, "unknown_old_flag": 1}) == config
+    assert TrainConfig.from_dict({**stored, "jit_compile": False}).jit_compile == "false"
+    assert isinstance(TrainConfig.from_dict(stored).filters, tuple)
