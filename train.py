@@ -163,10 +163,10 @@ def resolve_settings() -> dict:
     given = {name for name in names if FLAGS[name].present}
     if settings["demo"]:
         settings.update({k: v for k, v in DEMO_FLAGS.items() if k not in given})
-    stored = {}
-    if settings["workdir"] and os.path.lexists(wd.config_path(settings["workdir"])):
-        stored = wd.read_config(settings["workdir"])["flags"]
-    if not settings["overwrite"]:
+    # --overwrite starts afresh: a stored config, even a damaged one, is not read.
+    workdir = settings["workdir"]
+    if workdir and not settings["overwrite"] and os.path.lexists(wd.config_path(workdir)):
+        stored = wd.read_config(workdir)["flags"]
         settings.update(
             {
                 k: v

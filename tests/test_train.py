@@ -196,6 +196,20 @@ def test_invalid_flags_stop_in_one_line_before_work(args, message, tiny_data_dir
     assert not (tmp_path / "w").exists()
 
 
+def test_a_damaged_config_is_named_and_overwrite_starts_afresh(tiny_data_dir, tmp_path):
+    workdir = tmp_path / "w"
+    args = [f"--data_dir={tiny_data_dir}", f"--workdir={workdir}", "--epochs=1"]
+    assert train(*args, "--steps_per_epoch=2").returncode == 0
+    config = workdir / "config.json"
+    config.write_text(config.read_text()[:40])  # truncated, as by a full disk
+    again = train(*args, "--steps_per_epoch=2")
+    lines = again.stderr.strip().splitlines()
+    assert again.returncode == 1 and len(lines) == 1 and "config.json is damaged" in lines[0]
+    fresh = train(*args, "--steps_per_epoch=3", "--overwrite")
+    assert fresh.returncode == 0, fresh.stderr
+    assert latest_step(workdir) == 3 and json.loads(config.read_text())["flags"]["epochs"] == 1
+
+
 def test_mirrored_over_two_logical_cpus(tiny_data_dir, tmp_path):
     done = train(
         f"--data_dir={tiny_data_dir}",
