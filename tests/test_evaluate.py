@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 
+import cli_driver
 import inception_standin
 import pytest
 
@@ -17,27 +18,7 @@ from model import judge
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-DRIVER = """
-import contextlib, io, json, sys
-import evaluate
-from absl import flags
-
-reports = {}
-for name, argv in json.loads(sys.argv[1]).items():
-    out, err, code, message = io.StringIO(), io.StringIO(), 0, ""
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            flags.FLAGS.unparse_flags()
-            flags.FLAGS(["evaluate.py", *argv])
-            evaluate.main(["evaluate.py"])
-    except SystemExit as e:
-        code, message = (e.code, "") if isinstance(e.code, int) else (1, str(e.code))
-    except flags.Error as e:
-        code, message = 1, str(e)
-    reports[name] = {"code": code, "message": message, "stdout": out.getvalue(),
-                     "stderr": err.getvalue()}
-print(json.dumps(reports))
-"""
+DRIVER = cli_driver.script("evaluate")
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 
+import cli_driver
 import numpy as np
 import pytest
 from PIL import Image
@@ -24,29 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIDE = 32  # image side of the test dataset
 Z_DIM = 8
 
-# Runs each argv list through sample.main as the command line would, and reports exit
-# codes, messages and captured output as one JSON line.
-DRIVER = """
-import contextlib, io, json, sys
-import sample
-from absl import flags
-
-reports = {}
-for name, argv in json.loads(sys.argv[1]).items():
-    out, err, code, message = io.StringIO(), io.StringIO(), 0, ""
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            flags.FLAGS.unparse_flags()
-            flags.FLAGS(["sample.py", *argv])
-            sample.main(["sample.py"])
-    except SystemExit as e:
-        code, message = (e.code, "") if isinstance(e.code, int) else (1, str(e.code))
-    except flags.Error as e:
-        code, message = 1, str(e)
-    reports[name] = {"code": code, "message": message, "stdout": out.getvalue(),
-                     "stderr": err.getvalue()}
-print(json.dumps(reports))
-"""
+DRIVER = cli_driver.script("sample")
 
 
 def grid_size(rows: int, cols: int, scale: int = 1) -> tuple[int, int]:
