@@ -123,6 +123,7 @@ class Throughput(keras.callbacks.Callback):
         self.seconds = 0.0  # seconds of the current epoch in this process
         self.waited = 0.0  # seconds spent waiting for input, in total
         self._start = (0.0, 0.0, 0)  # time, waited and epoch_step at the epoch's start
+        self._train_rates: dict[str, float] | None = None  # the epoch's, before validation
 
     # Input timing.
 
@@ -174,6 +175,12 @@ class Throughput(keras.callbacks.Callback):
         self.epoch_step = self.offset
         self.epoch_steps = self.offset + self.params["steps"]
         self._start = (time.perf_counter(), self.waited, self.offset)
+        self._train_rates = None
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        # fit validates before on_epoch_end: the epoch's rates end with its last train step.
+        if self._train_rates is None:
+            self._train_rates = self.rates()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self.previous_step, self.step = self.step, self.read_step()
@@ -184,7 +191,7 @@ class Throughput(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.seconds = time.perf_counter() - self._start[0]
         if logs is not None:
-            logs.update(self.rates())
+            logs.update(self._train_rates or self.rates())
         self.offset = 0
 
 
@@ -313,8 +320,24 @@ class Checkpointer(keras.callbacks.Callback):
         return self.manager.latest_checkpoint
 
     def restore(self, path: str) -> tuple[int, int]:
-        """Loads a checkpoint; returns (epochs completed, steps of the next epoch done)."""
-        self.checkpoint.restore(path).assert_existing_objects_matched()
+        """Loads a checkpoint; returns (epochs completed, steps of the next epoch done).
+
+        One that this model cannot take (damaged, saved under another --mixed_precision,
+        whose optimizer has another structure, or by an older version) stops in one line.
+        """
+        status = None
+        try:
+            status = self.checkpoint.restore(path)
+            status.assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as e:
+            if status is not None:  # else its warnings at exit would bury the one line
+                status.expect_partial()
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise TrainError(
+                f"{path} cannot be restored into this model ({reason}): resume with the "
+                "settings it was saved with (e.g. the stored --mixed_precision), or start "
+                "afresh with --overwrite"
+            ) from None
         return int(self.epoch.numpy()), int(self.epoch_step.numpy())
 
     def save(self) -> str:

@@ -518,7 +518,7 @@ def train_and_evaluate(
     if chief:
         wd.check_workdir(workdir)
     with Interrupts() as interrupts, wd.lock(workdir) if chief else contextlib.nullcontext():
-        replacement = _open_workdir(workdir, model_cfg, overwrite, chief)
+        replacement = _open_workdir(workdir, model_cfg, config.mixed_precision, overwrite, chief)
         local = workdir if chief else tempfile.mkdtemp(prefix="facevae-worker-")
         try:
             if chief:
@@ -536,7 +536,7 @@ def train_and_evaluate(
 
 
 def _open_workdir(
-    workdir: str, model_cfg: dict[str, Any], overwrite: bool, chief: bool
+    workdir: str, model_cfg: dict[str, Any], mixed_precision: str, overwrite: bool, chief: bool
 ) -> wd.Replacement | None:
     """Under the lock: repairs what a kill left, then moves the old run aside (overwrite) or
     checks that it is a run of this model. Non-chief workers only check."""
@@ -546,12 +546,22 @@ def _open_workdir(
     if overwrite:
         return wd.begin_overwrite(workdir) if chief else None
     if os.path.lexists(wd.config_path(workdir)):
-        differences = wd.model_differences(wd.read_config(workdir)["model"], model_cfg)
+        stored = wd.read_config(workdir)
+        differences = wd.model_differences(stored["model"], model_cfg)
         if differences:
             raise TrainError(
                 f"{wd.config_path(workdir)} holds a run with another model "
                 f"({'; '.join(differences)}): use a new --workdir, or --overwrite to start "
                 "this one afresh"
+            )
+        # mixed_float16 wraps Adam in a LossScaleOptimizer: its checkpoints do not restore
+        # into the plain one, nor the other way round.
+        before = stored["flags"].get("mixed_precision", "none")
+        if "mixed_float16" in (before, mixed_precision) and before != mixed_precision:
+            raise TrainError(
+                f"{workdir} was trained with --mixed_precision {before}, whose checkpoints "
+                f"do not restore under {mixed_precision}: resume with --mixed_precision "
+                f"{before}, or start afresh with --overwrite"
             )
     return None
 
@@ -603,8 +613,8 @@ class _Run:
         print(_start_line(model, config, facts, replicas), flush=True)
         if facts.eval_split and facts.eval_steps == 0:
             print(
-                f"{facts.eval_split} skipped: fewer images than --batch_size per replica "
-                f"({config.batch_size // replicas})"
+                f"{facts.eval_split} skipped: fewer images than --batch_size "
+                f"({config.batch_size}) with {replicas} replicas"
             )
         checkpointer = Checkpointer(
             model,

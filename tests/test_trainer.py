@@ -253,3 +253,19 @@ def test_config_round_trips_through_config_json(tiny_data_dir):
     assert TrainConfig.from_dict({**stored, "unknown_old_flag": 1}) == config
     assert TrainConfig.from_dict({**stored, "jit_compile": False}).jit_compile == "false"
     assert isinstance(TrainConfig.from_dict(stored).filters, tuple)
+
+
+@pytest.mark.parametrize("change", ["mixed_precision", "damaged"])
+def test_a_checkpoint_the_model_cannot_take_is_one_line(change, one_epoch, tiny_data_dir, tmp_path):
+    workdir = copy_run(one_epoch, tmp_path)
+    config = tiny(tiny_data_dir, epochs=2)
+    if change == "mixed_precision":  # a LossScaleOptimizer: another optimizer structure
+        config = dataclasses.replace(config, mixed_precision="mixed_float16")
+    else:
+        latest = tf.train.latest_checkpoint(os.path.join(workdir, "ckpt"))
+        with open(latest + ".index", "r+b") as f:
+            f.truncate(20)
+    message = "--mixed_precision none" if change == "mixed_precision" else "cannot be restored"
+    with pytest.raises(TrainError, match=rf"{message}.*--overwrite"):
+        train_and_evaluate(config, workdir)
+    assert tf.keras.mixed_precision.global_policy().name == "float32"
