@@ -43,6 +43,8 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
+from pipeline.schema import file_sha256, write_bytes_atomic
+
 TTUR_URL = (
     "https://storage.googleapis.com/download.tensorflow.org/models/image/imagenet/"
     "inception-2015-12-05.tgz"
@@ -141,7 +143,7 @@ def _load(source: str, cache_dir: str) -> FeatureNetwork:
     if source.endswith((".tgz", ".tar.gz")):
         graph = _graph_from_archive(source)
         return graph_network(graph, hashlib.sha256(graph).hexdigest())
-    return graph_network(read_graph(source), _digest_file(source))
+    return graph_network(read_graph(source), file_sha256(source))
 
 
 # --------------------------------------------------------------------------- the TTUR graph
@@ -203,7 +205,7 @@ def cached_graph(cache_dir: str) -> str:
     recorded = path + ".sha256"
     if os.path.isfile(path):
         with contextlib.suppress(OSError), open(recorded) as f:
-            if f.read().strip() != _digest_file(path):
+            if f.read().strip() != file_sha256(path):
                 raise NoInceptionError(
                     f"{path} differs from the copy downloaded (sha256 in {recorded}): "
                     "delete the folder to download it again"
@@ -230,17 +232,18 @@ def cached_graph(cache_dir: str) -> str:
     except (OSError, InceptionFileError, tarfile.TarError) as e:
         reason = f"{type(e).__name__}: {e}"
         with contextlib.suppress(OSError):
-            _write_atomic(failed, json.dumps({"time": time.time(), "reason": reason}).encode())
+            write_bytes_atomic(failed, json.dumps({"time": time.time(), "reason": reason}).encode())
         raise NoInceptionError(
             f"the TTUR Inception could not be downloaded ({reason}); pass --inception_weights "
             f"/path/to/{GRAPH_FILE} or the .tgz from {TTUR_URL} (it is tried again in a day, "
             f"or at once after deleting {failed})"
         ) from e
-    _write_atomic(path, graph)
-    _write_atomic(recorded, hashlib.sha256(graph).hexdigest().encode())
+    write_bytes_atomic(path, graph)
+    digest = hashlib.sha256(graph).hexdigest()
+    write_bytes_atomic(recorded, digest.encode())
     with contextlib.suppress(OSError):
         os.remove(failed)
-    print(f"saved {path} (sha256 {hashlib.sha256(graph).hexdigest()})", file=sys.stderr)
+    print(f"saved {path} (sha256 {digest})", file=sys.stderr)
     return path
 
 
@@ -317,7 +320,7 @@ def keras_network(weights: str) -> FeatureNetwork:
     return FeatureNetwork(
         name="keras InceptionV3 ImageNet (not comparable with published FIDs)",
         comparable=False,
-        digest="" if weights == "imagenet" else _digest_file(weights),
+        digest="" if weights == "imagenet" else file_sha256(weights),
         resize="tf.image.resize bilinear to 299x299, from uint8 RGB",
         run=run,
     )
@@ -326,30 +329,9 @@ def keras_network(weights: str) -> FeatureNetwork:
 # --------------------------------------------------------------------------- files
 
 
-def _digest_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read_json(path: str) -> dict | None:
     try:
         with open(path) as f:
             return json.load(f)
     except (OSError, ValueError):
         return None
-
-
-def _write_atomic(path: str, content: bytes) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise

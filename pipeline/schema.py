@@ -1,6 +1,6 @@
 """The TFRecord schema and the dataset manifest: the one place that names them.
 
-One `tf.train.Example` per image (see DESIGN.md); a prepared dataset is a
+One `tf.train.Example` per image (the keys below); a prepared dataset is a
 folder of shards `<split>-<i:05d>-of-<n:05d>.tfrecord` beside `dataset.json`,
 which is written last, so its presence means the dataset is complete.
 
@@ -233,15 +233,14 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
-def write_json_atomic(path: str, content: Any) -> None:
-    """Writes JSON to a temporary file beside `path`, then renames it into place."""
+def write_bytes_atomic(path: str, content: bytes) -> None:
+    """Writes `content` to a temporary file beside `path`, then renames it into place."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a shared dataset must be readable
-        with os.fdopen(fd, "w") as f:
-            json.dump(content, f, indent=2, sort_keys=False)
-            f.write("\n")
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -249,6 +248,11 @@ def write_json_atomic(path: str, content: Any) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def write_json_atomic(path: str, content: Any) -> None:
+    """Writes JSON atomically (write_bytes_atomic), indented, with a final newline."""
+    write_bytes_atomic(path, (json.dumps(content, indent=2) + "\n").encode())
 
 
 def write_manifest(data_dir: str, manifest: dict[str, Any]) -> str:
