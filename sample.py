@@ -32,7 +32,6 @@ quiet_tensorflow()  # before TensorFlow is imported: hides its C++ start-up log 
 
 import contextlib
 import dataclasses
-import hashlib
 import math
 import os
 import sys
@@ -46,7 +45,7 @@ import tensorflow as tf
 from absl import app, flags
 from PIL import Image, ImageDraw, ImageFont
 
-from model import analysis
+from model import analysis, fingerprint
 from model import prior as priors  # `prior` is also a setting's name
 from model import workdir as wd
 from model.console import Progress, run_app
@@ -595,7 +594,7 @@ def attribute_vectors(model: VAE, o: Options, names: list[str]) -> np.ndarray:
     """
     split = resolve_split(o.data_dir, o.attribute_split, "--attribute_split", fallback=False)
     path = os.path.join(o.workdir, f"attribute_vectors_{split}.npz")
-    key = f"{weights_fingerprint(model)}:{os.path.abspath(o.data_dir)}:{o.max_examples}"
+    key = f"{fingerprint.of_weights(model)}:{os.path.abspath(o.data_dir)}:{o.max_examples}"
     cached = read_cached_vectors(path, key, names)
     if cached is not None:
         return cached
@@ -631,14 +630,6 @@ def read_cached_vectors(path: str, key: str, names: list[str]) -> np.ndarray | N
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # damaged
         print(f"sample.py: ignoring the unreadable cache {path} ({e})", file=sys.stderr)
     return None
-
-
-def weights_fingerprint(model: VAE) -> str:
-    """A hash of the weights: a cache made by other weights (training went on) is stale."""
-    digest = hashlib.sha256()
-    for weight in model.weights:
-        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
-    return digest.hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- helpers
