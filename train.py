@@ -1,7 +1,7 @@
 """Train a VAE (or, with --mode ae, a plain autoencoder) on a prepared face dataset.
 
     python train.py --data_dir data/celeba96 --workdir runs/vae256
-    python train.py --demo          # synthetic faces, no download: a few minutes on a CPU
+    python train.py --demo          # synthetic faces, no download: ~1.5 min on 2 CPU cores
 
 Running the same command again resumes from the last checkpoint in --workdir; flags
 not given on the command line take the values stored in its config.json. The training
@@ -61,6 +61,12 @@ flags.DEFINE_enum(
 # Optimisation.
 flags.DEFINE_integer("batch_size", DEFAULTS.batch_size, "Global batch size, split across replicas.")
 flags.DEFINE_float("learning_rate", DEFAULTS.learning_rate, "Adam learning rate.")
+flags.DEFINE_enum(
+    "lr_schedule",
+    DEFAULTS.lr_schedule,
+    list(trainer.LR_SCHEDULES),
+    "constant, or cosine decay to 0 at the last step of the current --epochs.",
+)
 flags.DEFINE_integer("epochs", DEFAULTS.epochs, "Training epochs.")
 flags.DEFINE_integer("steps_per_epoch", DEFAULTS.steps_per_epoch, "Steps per epoch (0: one pass).")
 flags.DEFINE_integer(
@@ -113,18 +119,22 @@ FLAGS = flags.FLAGS
 
 # Flags that steer this invocation only: never stored in or restored from config.json.
 INVOCATION_FLAGS = ("workdir", "overwrite", "demo", "benchmark_steps")
-# Flags the --demo run sets unless given: small enough for faces in minutes on a laptop CPU.
+# Flags the --demo run sets unless given: 300 steps that reach ~24 dB test PSNR in ~1.5 min
+# on 2 CPU cores (the KL weight is the default, the original recipe's).
 DEMO_FLAGS = {
     "workdir": "runs/demo",
     "z_dim": 64,
     "filters": ["32", "64", "128", "256"],
     "batch_size": 64,
     "learning_rate": 2e-3,
+    "lr_schedule": "cosine",
     "epochs": 6,
-    "kl_weight": 1e-3,
     "checkpoint_every_steps": 200,
 }
 DEMO_SOURCE_IMAGES = 4000
+# Versioned: a demo cache made by an older generator (v1: glasses too thin to learn) is not
+# reused.
+DEMO_DATA = "synthetic96-v2"
 
 
 def main(argv: list[str]) -> None:
@@ -132,7 +142,8 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments {argv[1:]}: every setting is a --flag")
     try:
         settings = resolve_settings()
-        if settings["demo"] and not os.path.isfile(
+        # Only the demo's own cache is filled: a --data_dir given by the user is never written.
+        if settings["data_dir"] == demo_data_dir() and not os.path.isfile(
             os.path.join(settings["data_dir"], "dataset.json")
         ):
             make_demo_data(settings["data_dir"])
@@ -192,7 +203,7 @@ def parse_filters(values: list) -> tuple[int, ...]:
 
 def demo_data_dir() -> str:
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "facevae", "synthetic96")
+    return os.path.join(cache, "facevae", DEMO_DATA)
 
 
 def make_demo_data(data_dir: str) -> None:

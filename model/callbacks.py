@@ -195,6 +195,25 @@ class Throughput(keras.callbacks.Callback):
         self.offset = 0
 
 
+class CosineLearningRate(keras.callbacks.Callback):
+    """Sets Adam's learning rate before each step from keras' CosineDecay of the global step.
+
+    A callback rather than a schedule inside the optimizer: a schedule replaces the optimizer's
+    learning-rate variable, so checkpoints of the two kinds would not restore into each other
+    and --lr_schedule could not change on resume. The step is the optimizer's, so a resumed
+    run continues on the curve (one over the run's current --epochs: more epochs on resume
+    stretch it). With steps_per_execution N the rate changes every N steps.
+    """
+
+    def __init__(self, learning_rate: float, total_steps: int) -> None:
+        super().__init__()
+        self.schedule = keras.optimizers.schedules.CosineDecay(learning_rate, total_steps)
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        optimizer = self.model.optimizer
+        optimizer.learning_rate.assign(self.schedule(optimizer.iterations))
+
+
 # --------------------------------------------------------------------------- stops
 
 

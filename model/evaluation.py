@@ -7,6 +7,9 @@ Reported (keys of the result):
 - elbo_nats, bits_per_dim, loss, reconstruction_loss, kl_loss: the model's own losses
   (VAE.compute_losses, one z sample per image drawn from --seed) averaged over the split
   (--max_examples images); mse and psnr_db of the deterministic reconstructions (z_mean).
+- active_units: latent dimensions whose z_mean varies over the images (variance above
+  analysis.ACTIVE_UNIT_THRESHOLD), from the first MAX_ACTIVE_UNIT_CODES evaluated images;
+  the AE's codes are measured the same way.
 - fid, kid, kid_std with fid_protocol: the Inception (model/inception.py; comparable with
   published numbers only for TTUR's graph), the numbers of generated and real images
   (--fid_samples each, capped to the split), the prior they were sampled from, the resize
@@ -49,6 +52,8 @@ RESULTS_FILE = "eval.json"
 FID_STATS_SUBDIR = "fid_stats"
 MAX_FID_SAMPLES = 100_000  # 2 x 100k x 2048 float32 features = 1.6 GB: the memory ceiling
 INCEPTION_SOURCES = ("ttur", "keras", "none")
+# z_mean rows kept for active_units: 65,536 x z_dim 256 float32 = 64 MB at most.
+MAX_ACTIVE_UNIT_CODES = 65_536
 
 
 class EvaluationError(ValueError):
@@ -298,11 +303,12 @@ def _reconstruction_pass(
     total = min(total, config.max_examples) if config.max_examples else total
     losses = _losses_function(model)
     sums: dict[str, float] = {}
-    reconstruct = _compiled(model, "reconstruct")
     encode = _compiled(model, "encode")
+    decode = _compiled(model, "decode")
     squared_error, psnr_sum, count = 0.0, 0.0, 0
     out = _Reconstructions(metrics={})
     features, codes, code_labels = [], [], []
+    z_means = []  # (B, z_dim) each, MAX_ACTIVE_UNIT_CODES rows in all at most
     progress = Progress(total, f"evaluate {split}")
     with dataset.explain_corrupt_shards(data_dir):
         for batch in ds:
@@ -312,7 +318,9 @@ def _reconstruction_pass(
             seed = tf.constant([config.seed, count], tf.int32)  # per batch, fixed by --seed
             for name, value in losses(images, seed).items():
                 sums[name] = sums.get(name, 0.0) + float(value) * len(images)
-            recon = reconstruct(images).numpy()
+            z_mean = encode(images)[0]  # (B, z_dim)
+            recon = decode(z_mean).numpy()  # model.reconstruct, keeping the codes
+            z_means.append(z_mean.numpy()[: max(0, MAX_ACTIVE_UNIT_CODES - count)])
             pixels = images.numpy()
             squared_error += float(np.square(recon - pixels).mean(axis=(1, 2, 3)).sum())
             psnr_sum += float(analysis.psnr(pixels, recon).sum())
@@ -327,7 +335,7 @@ def _reconstruction_pass(
                 features.append(real_features[: max(0, n_fid - count)])
                 wanted = max(0, config.edit_images - count)
                 if wanted:
-                    codes.append(encode(images[:wanted])[0].numpy())
+                    codes.append(z_mean[:wanted].numpy())
                     code_labels.append(labels[:wanted])
             count += len(pixels)
             progress.update(len(pixels))
@@ -344,6 +352,7 @@ def _reconstruction_pass(
         "kl_loss": values["kl_loss"],
         "mse": squared_error / count,
         "psnr_db": psnr_sum / count,
+        "active_units": int(analysis.active_units(np.concatenate(z_means)).sum()),
     }
     if labelled:
         out.judge_features = np.concatenate(features)

@@ -178,9 +178,16 @@ class BatchNormalization(keras.layers.BatchNormalization):
         return tf.cast(outputs, self.compute_dtype)
 
 
+# Keras' default 0.99 averages the batch statistics over ~100 steps, while early in training
+# the weights move faster than that: the demo's moving statistics trailed the network so far
+# that its test PSNR was 17.8 dB in inference mode and 24.1 dB with statistics recomputed for
+# the final weights. 0.9 (PyTorch's default) follows within ~10 steps; training is unchanged.
+BN_MOMENTUM = 0.9
+
+
 def _norm_act(x: keras.KerasTensor, config: NetworkConfig, name: str) -> keras.KerasTensor:
     if config.norm == "batch":
-        x = BatchNormalization(name=f"{name}_bn")(x)
+        x = BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return keras.layers.Activation(config.activation, name=f"{name}_act")(x)
 
 

@@ -60,10 +60,12 @@ MAX_CONFIG_BYTES = 1 << 20  # ours are a few KB; a bigger file is not one of our
 MAX_LOCK_BYTES = 4096
 MAX_LISTED = 8  # foreign entries named in a message
 
-# Files sample.py and evaluate.py write into a workdir: <mode>.png and .json (eval.json),
-# and caches (attribute vectors, model.prior's mixture). A new one must be listed here, or
-# --overwrite takes a run holding it for someone else's folder.
-OUTPUT_NAMES = "random reconstruct interpolate attribute traverse boundary denoise stats eval"
+# Files sample.py, evaluate.py and tools.make_figures write into a workdir: <mode>.png and
+# .json (eval.json, figure_run.json), and caches (attribute vectors, model.prior's mixture).
+# A new one must be listed here, or --overwrite takes a run holding it for someone else's.
+OUTPUT_NAMES = (
+    "random reconstruct interpolate attribute traverse boundary denoise stats eval figure_run"
+)
 _OURS_AT_TOP = re.compile(
     r"config\.json|model\.keras|\.lock"
     r"|\.tmp-.*"  # write_json_atomic, model.grid.save_grid, sample.py: temporary files

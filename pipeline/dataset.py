@@ -477,7 +477,10 @@ def _options(
     # Out-of-order elements keep the pipeline busy behind a slow one; only an
     # unseeded training run can afford them.
     options.deterministic = not training or seed is not None
-    options.autotune.enabled = True
+    # A one-pass iterator is deleted after each use (every validation in fit), and the
+    # deletion waits for the autotuner's thread to wake: seconds of idle CPU each time.
+    # Without autotuning, AUTOTUNE parallelism means one call per core.
+    options.autotune.enabled = training
     if input_context is not None:  # this function already reads only its part
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return options

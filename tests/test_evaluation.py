@@ -13,10 +13,10 @@ import inception_standin
 import numpy as np
 import pytest
 
-from model import evaluation, inception, judge
+from model import analysis, evaluation, inception, judge
 from model.networks import NetworkConfig
 from model.vae import VAE
-from pipeline import schema
+from pipeline import dataset, schema
 from tools import make_synthetic, prepare_celeba
 
 VOLATILE = {"seconds", "peak_rss_mb"}
@@ -116,6 +116,24 @@ def test_fid_with_the_standin_graph_and_the_real_statistics_cache(model, labelle
     assert changed["fid_protocol"]["real_statistics"] == "computed"
     assert changed["fid"] != first["fid"]
     assert len(os.listdir(tmp_path / "cache" / evaluation.FID_STATS_SUBDIR)) == 1  # replaced
+
+
+def test_active_units_count_the_codes_that_vary(tiny_data_dir, tmp_path, monkeypatch):
+    """An encoder whose z_mean head uses dims 0 and 1 only: 2 active units of 4."""
+    vae = VAE(NetworkConfig(image_shape=(32, 32, 3), filters=(8, 16), z_dim=4), seed=0)
+    head = vae.encoder.get_layer("z_mean")
+    kernel, bias = head.get_weights()  # (F, 4), (4,)
+    kernel[:, :2] *= 100.0  # a spread of codes far above the threshold
+    kernel[:, 2:] = 0.0  # z_mean = bias for every image: inactive
+    head.set_weights([kernel, bias])
+    settings = config(tmp_path, inception_weights="none")
+    results = evaluation.evaluate(vae, settings, tiny_data_dir)
+    images = [e["image"].numpy() for e in dataset.examples(tiny_data_dir, "test")]
+    z_mean = vae.encode(np.stack(images).astype(np.float32) / 255.0)[0].numpy()  # (5, 4)
+    assert results["active_units"] == int(analysis.active_units(z_mean).sum()) == 2
+    # Only the first MAX_ACTIVE_UNIT_CODES images are kept: one image's codes never vary.
+    monkeypatch.setattr(evaluation, "MAX_ACTIVE_UNIT_CODES", 1)
+    assert evaluation.evaluate(vae, settings, tiny_data_dir)["active_units"] == 0
 
 
 def test_judge_numbers(model, labelled, tmp_path):

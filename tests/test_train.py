@@ -196,6 +196,15 @@ def test_invalid_flags_stop_in_one_line_before_work(args, message, tiny_data_dir
     assert not (tmp_path / "w").exists()
 
 
+def test_demo_never_writes_synthetic_faces_into_a_given_data_dir(tmp_path):
+    mine = tmp_path / "celeba96"  # e.g. a typo, or a dataset not prepared yet
+    mine.mkdir()
+    done = train("--demo", f"--data_dir={mine}", f"--workdir={tmp_path / 'w'}")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert f"--data_dir={mine}" in done.stderr.strip().splitlines()[-1]
+    assert os.listdir(mine) == [] and not (tmp_path / "w").exists()
+
+
 def test_a_damaged_config_is_named_and_overwrite_starts_afresh(tiny_data_dir, tmp_path):
     workdir = tmp_path / "w"
     args = [f"--data_dir={tiny_data_dir}", f"--workdir={workdir}", "--epochs=1"]

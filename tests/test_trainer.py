@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 
@@ -112,6 +113,28 @@ def test_same_call_resumes_with_the_new_learning_rate(one_epoch, tiny_data_dir, 
     rates = scalars(os.path.join(workdir, "logs", "train"), "learning_rate")
     assert rates[2] == pytest.approx(1e-3) and rates[4] == pytest.approx(5e-4)
     assert logged_steps(os.path.join(workdir, "logs", "validation"), "loss") == {2, 4}
+
+
+def test_cosine_schedule_follows_the_global_step_and_can_be_switched_on_resume(
+    one_epoch, tiny_data_dir, tmp_path
+):
+    workdir = copy_run(one_epoch, tmp_path)  # 2 steps at a constant 1e-3
+    cosine = tiny(tiny_data_dir, epochs=3, lr_schedule="cosine", log_every_steps=1)
+    assert train_and_evaluate(cosine, workdir).step == 6
+    rates = scalars(os.path.join(workdir, "logs", "train"), "learning_rate")
+    # Step k used the rate of the k-1 steps before it, on a curve to 0 at step 6.
+    for k in (3, 4, 5, 6):
+        assert rates[k] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * (k - 1) / 6)))
+    # Back to a constant rate: the optimizer's variables are the same either way.
+    assert (
+        train_and_evaluate(
+            dataclasses.replace(cosine, epochs=4, lr_schedule="constant"), workdir
+        ).step
+        == 8
+    )
+    assert scalars(os.path.join(workdir, "logs", "train"), "learning_rate")[8] == pytest.approx(
+        1e-3
+    )
 
 
 def test_another_model_in_the_workdir_stops_and_keeps_it(one_epoch, tiny_data_dir, tmp_path):

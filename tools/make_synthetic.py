@@ -157,6 +157,7 @@ class Look:
     shirt_rgb: Colour
     tie_rgb: Colour
     background: tuple[Colour, Colour]  # top, bottom of a vertical gradient
+    sunglasses: bool = False  # dark lenses when eyeglasses (the eyes show through faintly)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,6 +260,7 @@ def sample_look(rng: np.random.Generator, person: Person) -> Look:
         shirt_rgb=_muted(rng, 20, 235),
         tie_rgb=_muted(rng, 20, 200),
         background=(_muted(rng, 40, 250), _muted(rng, 20, 230)),
+        sunglasses=bool(rng.random() < 0.4),  # drawn last: the draws above keep their values
     )
 
 
@@ -665,15 +667,18 @@ def _draw_mouth(canvas: _Canvas, look: Look) -> None:
 def _draw_glasses(canvas: _Canvas, look: Look) -> None:
     p = look.person
     rx, ry = p.eye_rx + 4.5, 7.5
+    # Frames as bold as CelebA's at 96x96 (about 1.5 px there), often sunglasses: thinner
+    # ones vanish in a small VAE's reconstructions and the attribute cannot be learned.
+    lens = (20, 22, 30, 170) if look.sunglasses else (255, 255, 255, 30)
     for side in (-1, 1):
         ex = look.cx + side * p.eye_dx
-        canvas.ellipse(ex, look.eye_y, rx, ry, outline=look.frame_rgb, width=1.6)
+        canvas.ellipse(ex, look.eye_y, rx, ry, fill=lens, outline=look.frame_rgb, width=2.6)
         temple = [(ex + side * rx, look.eye_y - 2), (look.cx + side * (p.face_rx + 1), look.eye_y)]
-        canvas.line(temple, fill=look.frame_rgb, width=1.4)
+        canvas.line(temple, fill=look.frame_rgb, width=2.0)
     inner = p.eye_dx - rx
     bridge = [(look.cx - inner, look.eye_y - 1.5), (look.cx, look.eye_y - 3),
               (look.cx + inner, look.eye_y - 1.5)]  # fmt: skip
-    canvas.line(bridge, fill=look.frame_rgb, width=1.4)
+    canvas.line(bridge, fill=look.frame_rgb, width=2.0)
 
 
 def _draw_hat(canvas: _Canvas, look: Look) -> None:
