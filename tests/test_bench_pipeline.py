@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import corrupt
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -121,11 +122,7 @@ def test_corrupt_shard_is_named(tmp_path) -> None:
     data_dir = str(tmp_path / "tiny")
     _write_tiny_dataset(data_dir)
     path = os.path.join(data_dir, schema.shard_name("train", 0, 1))
-    with open(path, "r+b") as f:  # same size, one pixel byte flipped: a CRC error
-        f.seek(os.path.getsize(path) // 2)
-        byte = f.read(1)
-        f.seek(-1, os.SEEK_CUR)
-        f.write(bytes([byte[0] ^ 0xFF]))
+    corrupt.flip_a_byte(path)  # a CRC error
     result = _bench(f"--data_dir={data_dir}", "--modes=raw-none", "--in_process", "--epochs=1")
     assert result.returncode != 0
     assert "train-00000-of-00001" in result.stderr and "sha256" in result.stderr

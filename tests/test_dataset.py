@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 
+import corrupt
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -454,11 +455,7 @@ def test_corrupt_shard(datasets: dict[str, str], tmp_path) -> None:
     data_dir = _copy(datasets, tmp_path)
     dataset.verify(data_dir)
     path = os.path.join(data_dir, "train-00000-of-00003.tfrecord")
-    with open(path, "r+b") as f:  # same size, one byte flipped in the middle of a record
-        f.seek(os.path.getsize(path) // 2)
-        byte = f.read(1)
-        f.seek(-1, os.SEEK_CUR)
-        f.write(bytes([byte[0] ^ 0xFF]))
+    corrupt.flip_a_byte(path)
     with pytest.raises(schema.DatasetError, match=r"train-00000-of-00003.*sha256.*--overwrite"):
         dataset.verify(data_dir)
     ds = dataset.load(data_dir, "train", 4, training=False)
@@ -469,21 +466,12 @@ def test_corrupt_shard(datasets: dict[str, str], tmp_path) -> None:
     assert "train-00000-of-00003" in str(explained) and "--overwrite" in str(explained)
 
 
-def _flip_byte(path: str) -> None:
-    """Same size, one byte flipped in the middle of a record: only the CRC check sees it."""
-    with open(path, "r+b") as f:
-        f.seek(os.path.getsize(path) // 2)
-        byte = f.read(1)
-        f.seek(-1, os.SEEK_CUR)
-        f.write(bytes([byte[0] ^ 0xFF]))
-
-
 @pytest.mark.parametrize("reader", ["load", "examples"])
 def test_corrupt_validation_shard_is_named_by_explain_corrupt_shards(
     datasets: dict[str, str], tmp_path, reader: str
 ) -> None:
     data_dir = str(_copy(datasets, tmp_path))
-    _flip_byte(os.path.join(data_dir, "validation-00000-of-00001.tfrecord"))
+    corrupt.flip_a_byte(os.path.join(data_dir, "validation-00000-of-00001.tfrecord"))
     if reader == "load":
         ds = dataset.load(data_dir, "validation", 2, training=False)
     else:

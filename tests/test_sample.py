@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import cli_driver
+import corrupt
 import numpy as np
 import pytest
 from PIL import Image
@@ -62,15 +63,6 @@ def setup(tmp_path_factory):
     return {"root": root, "data": data, **workdirs, "untrained": str(empty), "ids": source_ids}
 
 
-def flip_a_byte(path: str) -> None:
-    """Same size, one byte flipped mid-file: only TFRecord's CRC check notices."""
-    with open(path, "r+b") as f:
-        f.seek(os.path.getsize(path) // 2)
-        byte = f.read(1)
-        f.seek(-1, os.SEEK_CUR)
-        f.write(bytes([byte[0] ^ 0xFF]))
-
-
 @pytest.fixture(scope="module")
 def hostile(setup):
     """Copies of the dataset with a corrupt test or train shard, a read-only copy of the vae
@@ -80,7 +72,7 @@ def hostile(setup):
     made = {}
     for split in ("test", "train"):
         copy = shutil.copytree(setup["data"], root / f"corrupt_{split}")
-        flip_a_byte(str(min(copy.glob(f"{split}-*.tfrecord"))))
+        corrupt.flip_a_byte(str(min(copy.glob(f"{split}-*.tfrecord"))))
         made[f"corrupt_{split}"] = str(copy)
     read_only, mounted = root / "read_only", False
     read_only.mkdir()

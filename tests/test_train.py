@@ -54,16 +54,16 @@ def epoch_loss_in_tensorboard(workdir, step: int) -> float:
     raise AssertionError(f"no loss at step {step} in {folder}")
 
 
+def start(args: list[str], env=None) -> subprocess.Popen:
+    """train.py in the background, its output captured."""
+    return subprocess.Popen(
+        command(*args), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
 def start_until(args: list[str], workdir, done, env=None, timeout: float = 180) -> subprocess.Popen:
     """Starts train.py and returns once `done(latest checkpoint step)` holds."""
-    proc = subprocess.Popen(
-        command(*args),
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start(args, env)
     deadline = time.time() + timeout
     while not (reached := done(latest_step(workdir))) and time.time() < deadline:
         if proc.poll() is not None:
@@ -265,16 +265,7 @@ def start_workers(args: list[str], workdir, scratch, done=None) -> list[subproce
         if done and index == 1:
             workers.append(start_until(args, workdir, done, env=env))
         else:
-            workers.append(
-                subprocess.Popen(
-                    command(*args),
-                    cwd=ROOT,
-                    env=env,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-            )
+            workers.append(start(args, env))
     return workers
 
 

@@ -6,6 +6,7 @@ import math
 import os
 import shutil
 
+import corrupt
 import pytest
 import tensorflow as tf
 
@@ -203,9 +204,7 @@ def test_corrupt_shard_is_named(tiny_data_dir, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(tiny_data_dir, data)
     shard = sorted(data.glob("train-*"))[0]
-    raw = bytearray(shard.read_bytes())
-    raw[len(raw) // 2] ^= 0xFF  # same size, so only the record checksum can tell
-    shard.write_bytes(bytes(raw))
+    corrupt.flip_a_byte(str(shard))
     with pytest.raises(DatasetError) as caught:
         train_and_evaluate(tiny(str(data), steps_per_epoch=6), str(tmp_path / "run"))
     assert shard.name in str(caught.value) and "--overwrite" in str(caught.value)
