@@ -12,7 +12,7 @@ attribute classifier: train it once with `python -m tools.train_judge --data_dir
 The line is also written to --out (default <workdir>/eval.json). Pictures: sample.py.
 """
 
-from model.console import quiet_tensorflow, run_app
+from facevae.model.console import quiet_tensorflow, run_app
 
 quiet_tensorflow()  # before TensorFlow is imported: hides its C++ start-up log lines
 
@@ -21,9 +21,9 @@ import sys
 
 from absl import app, flags
 
-from model import evaluation, prior
-from model import workdir as wd
-from pipeline.schema import DatasetError
+from facevae.model import evaluation, prior
+from facevae.model import workdir as wd
+from facevae.pipeline.schema import DatasetError
 
 flags.DEFINE_string("workdir", None, "Run directory written by train.py.")
 flags.DEFINE_string("data_dir", None, "Dataset (default: the one the run was trained on).")

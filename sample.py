@@ -26,7 +26,7 @@ evaluate.py. Grid layouts, rows x columns:
 The same workdir, mode and --seed give identical files.
 """
 
-from model.console import quiet_tensorflow
+from facevae.model.console import quiet_tensorflow
 
 quiet_tensorflow()  # before TensorFlow is imported: hides its C++ start-up log lines
 
@@ -45,14 +45,14 @@ import tensorflow as tf
 from absl import app, flags
 from PIL import Image, ImageDraw, ImageFont
 
-from model import analysis, fingerprint
-from model import prior as priors  # `prior` is also a setting's name
-from model import workdir as wd
-from model.console import Progress, run_app
-from model.grid import save_grid, to_uint8
-from model.vae import VAE
-from pipeline import dataset
-from pipeline.schema import DatasetError, read_manifest, write_json_atomic
+from facevae.model import analysis, fingerprint
+from facevae.model import prior as priors  # `prior` is also a setting's name
+from facevae.model import workdir as wd
+from facevae.model.console import Progress, run_app
+from facevae.model.grid import save_grid, to_uint8
+from facevae.model.vae import VAE
+from facevae.pipeline import dataset
+from facevae.pipeline.schema import DatasetError, read_manifest, write_json_atomic
 
 MODES = (
     "random", "reconstruct", "interpolate", "attribute", "traverse", "boundary", "denoise",

@@ -8,7 +8,7 @@ not given on the command line take the values stored in its config.json. The tra
 itself is model.trainer.train_and_evaluate, which a notebook can call too.
 """
 
-from model.console import quiet_tensorflow
+from facevae.model.console import quiet_tensorflow
 
 quiet_tensorflow()  # before TensorFlow is imported: hides its C++ start-up log lines
 
@@ -19,11 +19,11 @@ import sys
 
 from absl import app, flags
 
-from model import console, trainer
-from model import workdir as wd
-from model.networks import NORMS
-from model.vae import MODES, RECONSTRUCTION_LOSSES
-from pipeline.schema import DatasetError
+from facevae.model import console, trainer
+from facevae.model import workdir as wd
+from facevae.model.networks import NORMS
+from facevae.model.vae import MODES, RECONSTRUCTION_LOSSES
+from facevae.pipeline.schema import DatasetError
 
 DEFAULTS = trainer.TrainConfig()
 
@@ -208,7 +208,7 @@ def demo_data_dir() -> str:
 
 def make_demo_data(data_dir: str) -> None:
     """Synthetic source -> TFRecords through the same tools as real CelebA, once."""
-    from tools import make_synthetic, prepare_celeba
+    from facevae.tools import make_synthetic, prepare_celeba
 
     source = data_dir + "-source"
     print(f"demo: writing {DEMO_SOURCE_IMAGES} synthetic faces to {source}, then {data_dir}")

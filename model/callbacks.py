@@ -27,8 +27,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model.console import duration
-from model.grid import make_grid, save_grid
+from facevae.model.console import duration
+from facevae.model.grid import make_grid, save_grid
 
 RATE_KEYS = ("learning_rate", "images_per_sec", "input_wait_fraction")
 VALIDATION_PREFIX = "val_"  # keras' prefix of the validation metrics in the epoch logs

@@ -41,12 +41,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model import analysis, fingerprint, inception, judge
-from model import prior as priors  # `prior` is also a setting's name
-from model import workdir as wd
-from model.console import Progress, peak_rss_mb
-from model.grid import to_uint8
-from pipeline import dataset, schema
+from facevae.model import analysis, fingerprint, inception, judge
+from facevae.model import prior as priors  # `prior` is also a setting's name
+from facevae.model import workdir as wd
+from facevae.model.console import Progress, peak_rss_mb
+from facevae.model.grid import to_uint8
+from facevae.pipeline import dataset, schema
 
 RESULTS_FILE = "eval.json"
 FID_STATS_SUBDIR = "fid_stats"

@@ -13,7 +13,7 @@ import os
 import keras
 import numpy as np
 
-from pipeline import schema
+from facevae.pipeline import schema
 
 
 def of_weights(model: keras.Model) -> str:

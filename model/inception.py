@@ -43,7 +43,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from pipeline.schema import file_sha256, write_bytes_atomic
+from facevae.pipeline.schema import file_sha256, write_bytes_atomic
 
 TTUR_URL = (
     "https://storage.googleapis.com/download.tensorflow.org/models/image/imagenet/"

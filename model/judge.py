@@ -27,9 +27,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model import fingerprint
-from pipeline import dataset, schema
-from pipeline.atomic import fresh_temp_dir, move_into_place
+from facevae.model import fingerprint
+from facevae.pipeline import dataset, schema
+from facevae.pipeline.atomic import fresh_temp_dir, move_into_place
 
 JUDGE_SUBDIR = "judge"
 MODEL_FILE = "judge.keras"

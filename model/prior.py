@@ -24,9 +24,9 @@ import tempfile
 import keras
 import numpy as np
 
-from model import fingerprint
-from model.console import Progress
-from pipeline import dataset
+from facevae.model import fingerprint
+from facevae.model.console import Progress
+from facevae.pipeline import dataset
 
 PRIORS = ("normal", "gmm")
 GMM_FILE = "prior_gmm.npz"

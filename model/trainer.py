@@ -1,6 +1,6 @@
 """Training as one library call: TrainConfig and train_and_evaluate (train.py is its CLI).
 
-    from model.trainer import TrainConfig, train_and_evaluate
+    from facevae.model.trainer import TrainConfig, train_and_evaluate
 
     result = train_and_evaluate(TrainConfig(data_dir="data/celeba96", epochs=2), "runs/vae")
     result.sample_grid  # 'runs/vae/samples/epoch_0002.png'
@@ -37,8 +37,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model import workdir as wd
-from model.callbacks import (
+from facevae.model import workdir as wd
+from facevae.model.callbacks import (
     Checkpointer,
     CosineLearningRate,
     Interrupted,
@@ -53,11 +53,11 @@ from model.callbacks import (
     format_logs,
     logged_steps,
 )
-from model.console import duration, peak_rss_mb
-from model.networks import NORMS, NetworkConfig
-from model.vae import MODES, NON_FINITE_INPUT, RECONSTRUCTION_LOSSES, VAE
-from pipeline import dataset
-from pipeline.schema import PREPARE_HINT, DatasetError
+from facevae.model.console import duration, peak_rss_mb
+from facevae.model.networks import NORMS, NetworkConfig
+from facevae.model.vae import MODES, NON_FINITE_INPUT, RECONSTRUCTION_LOSSES, VAE
+from facevae.pipeline import dataset
+from facevae.pipeline.schema import PREPARE_HINT, DatasetError
 
 __all__ = [
     "Interrupted",

@@ -41,7 +41,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from model.networks import NetworkConfig, build_decoder, build_encoder
+from facevae.model.networks import NetworkConfig, build_decoder, build_encoder
 
 MODES = ("vae", "ae")
 RECONSTRUCTION_LOSSES = ("bce", "mse")

@@ -39,9 +39,9 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from model.vae import VAE
-from pipeline import atomic
-from pipeline.schema import write_json_atomic
+from facevae.model.vae import VAE
+from facevae.pipeline import atomic
+from facevae.pipeline.schema import write_json_atomic
 
 CONFIG_NAME = "config.json"
 CKPT_DIR = "ckpt"

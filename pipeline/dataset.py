@@ -30,7 +30,7 @@ from typing import Any
 import tensorflow as tf
 from absl import logging
 
-from pipeline import schema
+from facevae.pipeline import schema
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Records parsed and decoded per map call before caching: parsing and decoding a

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tools import make_synthetic, prepare_celeba
+from facevae.tools import make_synthetic, prepare_celeba
 
 TINY_IMAGES = 48
 TINY_SIZE = 32

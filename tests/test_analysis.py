@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from model import analysis
+from facevae.model import analysis
 
 
 def test_slerp_and_lerp_endpoints_equal_inputs():

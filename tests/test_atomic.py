@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import atomic
+from facevae.pipeline import atomic
 
 
 def test_sibling_is_a_hidden_neighbour(tmp_path):

@@ -14,8 +14,8 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from pipeline import schema
-from tools import bench_pipeline
+from facevae.pipeline import schema
+from facevae.tools import bench_pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -100,7 +100,7 @@ def test_flags_are_defined_by_run_not_at_import() -> None:
     # train.py defines --data_dir, --batch_size and --epochs too: importing must not clash.
     code = (
         "from absl import flags\n"
-        "import tools.bench_pipeline\n"
+        "import facevae.tools.bench_pipeline\n"
         "for name in ('data_dir', 'batch_size', 'epochs', 'split'):\n"
         "    flags.DEFINE_string(name, None, 'another CLI')\n"
     )

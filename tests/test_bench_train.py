@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from model.networks import NetworkConfig
-from tools.bench_train import VARIANTS, training_flops_per_image
+from facevae.model.networks import NetworkConfig
+from facevae.tools.bench_train import VARIANTS, training_flops_per_image
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ import time
 import pytest
 import tensorflow as tf
 
-from model.callbacks import (
+from facevae.model.callbacks import (
     Interrupted,
     Interrupts,
     ProgressLogger,

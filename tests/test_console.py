@@ -5,7 +5,7 @@ import re
 import subprocess
 import sys
 
-from model.console import Progress
+from facevae.model.console import Progress
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

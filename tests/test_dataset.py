@@ -19,7 +19,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from pipeline import dataset, schema
+from facevae.pipeline import dataset, schema
 
 SIZE = 8
 NAMES = ["Bit0", "Bit1", "Third"]

@@ -176,7 +176,7 @@ def test_same_default(documented, real, same):
 
 
 def test_loading_snippets_run_in_a_fresh_process(tiny_data_dir, tmp_path):
-    from model.trainer import TrainConfig, train_and_evaluate
+    from facevae.model.trainer import TrainConfig, train_and_evaluate
 
     config = TrainConfig(
         data_dir=tiny_data_dir, z_dim=64, filters=(8, 16), batch_size=8, epochs=1, steps_per_epoch=1

@@ -14,7 +14,7 @@ import cli_driver
 import inception_standin
 import pytest
 
-from model import judge
+from facevae.model import judge
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -13,11 +13,11 @@ import inception_standin
 import numpy as np
 import pytest
 
-from model import analysis, evaluation, inception, judge
-from model.networks import NetworkConfig
-from model.vae import VAE
-from pipeline import dataset, schema
-from tools import make_synthetic, prepare_celeba
+from facevae.model import analysis, evaluation, inception, judge
+from facevae.model.networks import NetworkConfig
+from facevae.model.vae import VAE
+from facevae.pipeline import dataset, schema
+from facevae.tools import make_synthetic, prepare_celeba
 
 VOLATILE = {"seconds", "peak_rss_mb"}
 

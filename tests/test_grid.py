@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model import grid
+from facevae.model import grid
 
 
 def test_make_grid_layout_and_pixels():

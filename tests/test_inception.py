@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import analysis, inception
+from facevae.model import analysis, inception
 
 
 @pytest.fixture(autouse=True)

@@ -7,9 +7,9 @@ import shutil
 import numpy as np
 import pytest
 
-from model import judge
-from pipeline import dataset, schema
-from tools import make_synthetic, prepare_celeba
+from facevae.model import judge
+from facevae.pipeline import dataset, schema
+from facevae.tools import make_synthetic, prepare_celeba
 
 SIDE = 32
 

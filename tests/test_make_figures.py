@@ -10,8 +10,8 @@ import sys
 import pytest
 from PIL import Image
 
-from model.grid import PAD
-from tools import make_figures as mf
+from facevae.model.grid import PAD
+from facevae.tools import make_figures as mf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIDE = 32  # image side of the tiny dataset

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tools import make_synthetic as ms
+from facevae.tools import make_synthetic as ms
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N = 24

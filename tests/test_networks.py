@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import networks
-from model.networks import BatchNormalization, NetworkConfig, build_decoder, build_encoder
+from facevae.model import networks
+from facevae.model.networks import BatchNormalization, NetworkConfig, build_decoder, build_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -230,7 +230,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-from model.networks import BatchNormalization
+from facevae.model.networks import BatchNormalization
 
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 x = np.random.default_rng(0).normal(3.0, 2.0, (8, 3, 3, 4)).astype(np.float32)

@@ -18,9 +18,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageDraw
 
-from pipeline import schema
-from tools import make_synthetic
-from tools import prepare_celeba as pc
+from facevae.pipeline import schema
+from facevae.tools import make_synthetic
+from facevae.tools import prepare_celeba as pc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = [f"{i:06d}.jpg" for i in range(1, 13)]  # 12 images: train 8, validation 2, test 2

@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from model import prior
-from model.networks import NetworkConfig
-from model.vae import VAE
+from facevae.model import prior
+from facevae.model.networks import NetworkConfig
+from facevae.model.vae import VAE
 
 
 def two_clusters(seed: int = 0) -> np.ndarray:

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model import workdir as wd
-from model.grid import PAD
-from pipeline import dataset
-from tools import make_synthetic, prepare_celeba
+from facevae.model import workdir as wd
+from facevae.model.grid import PAD
+from facevae.pipeline import dataset
+from facevae.tools import make_synthetic, prepare_celeba
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIDE = 32  # image side of the test dataset

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import schema
+from facevae.pipeline import schema
 
 LANDMARKS = [10.5, 20.0, 30.0, 20.0, 25.0, 30.0, 12.0, 40.0, 28.0, 40.5]
 

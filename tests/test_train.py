@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model.callbacks import logged_steps
+from facevae.model.callbacks import logged_steps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--batch_size=8", "--z_dim=8", "--filters=8,16", "--shuffle_buffer=64", "--cache=none"]
@@ -115,7 +115,7 @@ def test_demo_ends_with_the_path_of_its_sample_grid(demo_run):
 def test_final_model_loads_in_a_fresh_process(demo_run):
     workdir, _ = demo_run
     code = (
-        "import sys, keras, numpy as np; import model.vae; "
+        "import sys, keras, numpy as np; import facevae.model.vae; "
         "m = keras.models.load_model(sys.argv[1]); "
         "print(m.reconstruct(np.zeros((2, 32, 32, 3), 'float32')).shape)"
     )

@@ -6,8 +6,8 @@ import shutil
 import subprocess
 import sys
 
-from model import judge
-from pipeline import schema
+from facevae.model import judge
+from facevae.pipeline import schema
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLI = [sys.executable, "-m", "tools.train_judge"]

@@ -10,10 +10,10 @@ import corrupt
 import pytest
 import tensorflow as tf
 
-from model.callbacks import logged_steps
-from model.trainer import TrainConfig, TrainError, train_and_evaluate
-from model.workdir import WorkdirError
-from pipeline.schema import DatasetError
+from facevae.model.callbacks import logged_steps
+from facevae.model.trainer import TrainConfig, TrainError, train_and_evaluate
+from facevae.model.workdir import WorkdirError
+from facevae.pipeline.schema import DatasetError
 
 
 def tiny(data_dir: str, **changes) -> TrainConfig:

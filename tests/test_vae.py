@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model.networks import NetworkConfig
-from model.vae import METRIC_NAMES, VAE, Sampling
+from facevae.model.networks import NetworkConfig
+from facevae.model.vae import METRIC_NAMES, VAE, Sampling
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = NetworkConfig(image_shape=(32, 32, 3), filters=(8, 16), z_dim=8)
@@ -187,7 +187,7 @@ LOAD_SCRIPT = """
 import sys
 import keras
 import numpy as np
-import model.vae  # registers the classes
+import facevae.model.vae  # registers the classes
 
 data = np.load(sys.argv[1])
 model = keras.models.load_model(sys.argv[2])  # safe_mode is on by default
@@ -227,8 +227,8 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-from model.networks import NetworkConfig
-from model.vae import VAE, Sampling
+from facevae.model.networks import NetworkConfig
+from facevae.model.vae import VAE, Sampling
 
 Sampling.call = lambda self, inputs: inputs[0]
 network = NetworkConfig(image_shape=(32, 32, 3), filters=(8, 16), z_dim=8, norm="none")

@@ -17,10 +17,10 @@ import tensorflow as tf
 import test_atomic
 from tensorflow.python.checkpoint import functional_saver
 
-from model import workdir as wd
-from model.grid import save_grid
-from model.networks import NetworkConfig
-from model.vae import VAE
+from facevae.model import workdir as wd
+from facevae.model.grid import save_grid
+from facevae.model.networks import NetworkConfig
+from facevae.model.vae import VAE
 
 Killed = test_atomic.Killed
 kill_after = test_atomic.kill_after  # a fixture
@@ -174,7 +174,7 @@ def test_check_workdir_tries_a_write_rather_than_reading_permission_bits(tmp_pat
 
 HOLD_LOCK = """
 import sys, time
-from model import workdir as wd
+from facevae.model import workdir as wd
 with wd.lock(sys.argv[1]):
     print("locked", flush=True)
     time.sleep(600)

@@ -9,7 +9,7 @@ training-mode batches (shuffled, flipped, float32). Give several --data_dir to c
 image formats, or folders of one format with different sizes to compare peak RSS.
 """
 
-from model.console import Progress, peak_rss_mb, quiet_tensorflow
+from facevae.model.console import Progress, peak_rss_mb, quiet_tensorflow
 
 quiet_tensorflow()  # before TensorFlow is imported: hides its C++ start-up log lines
 
@@ -23,7 +23,7 @@ from typing import Any
 
 from absl import app, flags
 
-from pipeline import dataset, schema
+from facevae.pipeline import dataset, schema
 
 CACHES = ("none", "memory", "disk")
 DEFAULT_CACHES = ("none", "memory")

@@ -27,7 +27,7 @@ in a temp folder.
 
 import os
 
-from model.console import Progress, peak_rss_mb, quiet_tensorflow
+from facevae.model.console import Progress, peak_rss_mb, quiet_tensorflow
 
 # quiet_tensorflow() sets TF_CPP_MIN_LOG_LEVEL; the worker processes must not inherit it
 # (it means "the user chose", and they would print TensorFlow's start-up lines).
@@ -51,10 +51,10 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from model import networks
-from model.networks import NetworkConfig, build_decoder, build_encoder
-from model.vae import VAE, Sampling
-from pipeline import dataset, schema
+from facevae.model import networks
+from facevae.model.networks import NetworkConfig, build_decoder, build_encoder
+from facevae.model.vae import VAE, Sampling
+from facevae.pipeline import dataset, schema
 
 VARIANTS = ("seed_keras_bn", "seed", "fit", "train_py")
 BASELINES = ("seed_keras_bn", "seed")
@@ -358,7 +358,7 @@ def dataset_dir(data_dir: str | None, synthetic_images: int, size: int) -> Itera
     if data_dir:
         yield data_dir
         return
-    from tools import make_synthetic, prepare_celeba
+    from facevae.tools import make_synthetic, prepare_celeba
 
     with tempfile.TemporaryDirectory(prefix="bench_train-data-") as root:
         source, out = os.path.join(root, "source"), os.path.join(root, "data")

@@ -44,9 +44,9 @@ from typing import Any
 
 from absl import app, flags
 
-from model import analysis
-from model.console import duration, run_app
-from pipeline.schema import (
+from facevae.model import analysis
+from facevae.model.console import duration, run_app
+from facevae.pipeline.schema import (
     DatasetError,
     manifest_path,
     read_manifest,

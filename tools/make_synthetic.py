@@ -48,9 +48,9 @@ import numpy as np
 from absl import app, flags
 from PIL import Image, ImageDraw
 
-from model.console import Progress, run_app
-from pipeline.atomic import fresh_temp_dir, move_into_place
-from pipeline.schema import CELEBA_ATTRIBUTES, CELEBA_IMAGE_SIZE, DEFAULT_QUALITY
+from facevae.model.console import Progress, run_app
+from facevae.pipeline.atomic import fresh_temp_dir, move_into_place
+from facevae.pipeline.schema import CELEBA_ATTRIBUTES, CELEBA_IMAGE_SIZE, DEFAULT_QUALITY
 
 LANDMARK_NAMES = (
     "lefteye_x", "lefteye_y", "righteye_x", "righteye_y", "nose_x", "nose_y",

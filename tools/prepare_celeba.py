@@ -17,7 +17,7 @@ in dataset.json. Label files over 32 MB, 500,000 rows or 10,000-character lines 
 with an error naming the file.
 """
 
-from model.console import quiet_tensorflow
+from facevae.model.console import quiet_tensorflow
 
 quiet_tensorflow()  # before TensorFlow is imported: hides its C++ start-up log lines
 
@@ -51,10 +51,10 @@ import tensorflow as tf
 from absl import app, flags
 from PIL import Image, ImageOps
 
-from model.console import Progress, run_app
-from model.judge import JUDGE_SUBDIR
-from pipeline import schema
-from pipeline.atomic import fresh_temp_dir, move_into_place
+from facevae.model.console import Progress, run_app
+from facevae.model.judge import JUDGE_SUBDIR
+from facevae.pipeline import schema
+from facevae.pipeline.atomic import fresh_temp_dir, move_into_place
 
 # A (left, top, right, bottom) box, "center", "none", or "auto" (resolved by resolve_crop).
 Crop = tuple[int, int, int, int] | str

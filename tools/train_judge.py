@@ -8,7 +8,7 @@ always answering the training majority, so you can see how far to trust it. Attr
 with a single value in the training labels are reported as constant and left out.
 """
 
-from model.console import quiet_tensorflow, run_app
+from facevae.model.console import quiet_tensorflow, run_app
 
 quiet_tensorflow()  # before TensorFlow is imported: hides its C++ start-up log lines
 
@@ -16,8 +16,8 @@ import sys
 
 from absl import app, flags
 
-from model import judge
-from pipeline.schema import DatasetError
+from facevae.model import judge
+from facevae.pipeline.schema import DatasetError
 
 flags.DEFINE_string("data_dir", None, "Prepared dataset with attribute labels.")
 flags.DEFINE_string("out", None, "Folder for the judge (default <data_dir>/judge).")
