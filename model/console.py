@@ -1,14 +1,20 @@
-"""What every command-line tool shares: quiet TensorFlow start-up, --help, a progress line."""
+"""What every command line shares: quiet TensorFlow start-up, --help, one-line errors.
+
+This is the one module of the library that speaks the command lines' language. Library
+code names a setting in backticks (`batch_size`), by the name it shares with its flag, and
+says a fix in words; `one_line` turns such a message into what a command prints: the
+setting becomes its flag (--batch_size), and where the fix is another command (prepare the
+dataset again, train the judge) that command is added.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import resource
 import sys
-import time
 from collections.abc import Callable, Sequence
-from typing import TextIO
 
 from absl import app, flags
 
@@ -74,61 +80,41 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def duration(seconds: float) -> str:
-    """h:mm:ss, or m:ss under an hour."""
-    seconds = int(max(seconds, 0))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+# The commands that fix what a library error says, by the error's fields.
+PREPARE_COMMAND = "python -m tools.prepare_celeba --src SRC --out {data_dir} --overwrite"
+JUDGE_COMMAND = "python -m tools.train_judge --data_dir {data_dir}"
+MAX_ECHO = 80  # characters of a bad value a message quotes
 
 
-class Progress:
-    """A one-line progress bar with count, rate and ETA, redrawn at most every `every` s."""
+def one_line(error: BaseException, prefix: str = "") -> str:
+    """A library error as a command line prints it: one line, `setting` as --setting.
 
-    def __init__(
-        self,
-        total: int,
-        label: str,
-        unit: str = "img",
-        stream: TextIO | None = None,
-        every: float = 0.5,
-    ) -> None:
-        self.total, self.label, self.unit = total, label, unit
-        self.stream = stream or sys.stderr
-        # In a log file (CI, nohup) a redrawn line is noise: print a line every 10 s instead.
-        self.tty = self.stream.isatty()
-        self.every = every if self.tty else 10.0
-        self.count = 0
-        self.start = time.perf_counter()
-        self._last_draw = 0.0
+    Backticked names that are flags of this process become flags; a DatasetError that is
+    fixed by preparing the dataset again (its `reprepare`) gains the command that does it,
+    an error that names a missing judge (its `judge_data_dir`) the command that trains one.
+    """
+    text = " ".join(str(error).split())  # one line, whatever the message held
 
-    def update(self, n: int = 1) -> None:
-        self.count += n
-        now = time.perf_counter()
-        if now - self._last_draw >= self.every or self.count >= self.total:
-            self._last_draw = now
-            self._draw()
+    def flag(match: re.Match) -> str:
+        name = match.group(1)
+        return f"--{name}" if name in flags.FLAGS else match.group(0)
 
-    @property
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
+    text = re.sub(r"`([a-z][a-z0-9_]*)`", flag, text)
+    data_dir = getattr(error, "data_dir", None)
+    if getattr(error, "reprepare", False) and data_dir:
+        text += f" (`{PREPARE_COMMAND.format(data_dir=data_dir)}`)"
+    judge_data_dir = getattr(error, "judge_data_dir", None)
+    if judge_data_dir:
+        text += f" (`{JUDGE_COMMAND.format(data_dir=judge_data_dir)}`)"
+    return f"{prefix}{text}"
 
-    @property
-    def rate(self) -> float:
-        return self.count / max(self.elapsed, 1e-9)
 
-    def _draw(self) -> None:
-        fraction = self.count / self.total if self.total else 1.0
-        filled = int(fraction * 24)
-        eta = (self.total - self.count) / self.rate if self.count else 0.0
-        line = (
-            f"{self.label} [{'#' * filled}{'.' * (24 - filled)}] {self.count}/{self.total} "
-            f"{self.rate:,.0f} {self.unit}/s ETA {duration(eta)} "
-        )
-        self.stream.write(f"\r{line}" if self.tty else f"{line}\n")
-        self.stream.flush()
+def fail(error: BaseException, prefix: str = "") -> None:
+    """Exits with `one_line(error)` on stderr and status 1: the end of a CLI's main()."""
+    sys.exit(one_line(error, prefix))
 
-    def close(self) -> None:
-        if self.tty:
-            self._draw()
-            self.stream.write("\n")
-        self.stream.flush()
+
+def short(value: object, limit: int = MAX_ECHO) -> str:
+    """A value for a message, cut to `limit` characters: a bad value is not echoed whole."""
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,7 +1,7 @@
 """The tf.data input pipeline: a prepared dataset directory -> batches of float32 images.
 
-A prepared dataset is a folder of TFRecord shards beside `dataset.json` (see
-pipeline/schema.py). `load` builds, for training:
+A prepared dataset is a folder of TFRecord shards beside `dataset.json`, read once into a
+schema.Manifest that every function here takes. `load` builds, for training:
 
     shard files -> parallel interleaved reads, in a fixed order -> [this pipeline's part]
       -> parse + decode whole chunks (uint8) -> cache -> shuffle -> repeat -> batch
@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
-import json
+import math
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -48,118 +47,71 @@ _CGROUP_MAX = "/sys/fs/cgroup/memory.max"
 _CGROUP_CURRENT = "/sys/fs/cgroup/memory.current"
 
 
-# --------------------------------------------------------------------------- manifest facts
+# --------------------------------------------------------------------------- damaged shards
 
 
-def _image_info(manifest: dict[str, Any]) -> tuple[tuple[int, int, int], str]:
-    image = manifest["image"]
-    return (int(image["height"]), int(image["width"]), int(image["channels"])), image["format"]
-
-
-def image_shape(data_dir: str) -> tuple[int, int, int]:
-    """(height, width, channels) of every image in the dataset."""
-    return _image_info(schema.read_manifest(data_dir))[0]
-
-
-def attribute_names(data_dir: str) -> list[str]:
-    """The attribute names in label order; [] when the dataset has no attributes."""
-    return list(schema.read_manifest(data_dir).get("attribute_names") or [])
-
-
-def num_examples(data_dir: str, split: str) -> int:
-    """Number of examples in one split of the dataset."""
-    manifest = schema.read_manifest(data_dir)
-    return int(schema.split_info(manifest, split, data_dir)["num_examples"])
-
-
-def _rerun_hint(data_dir: str) -> str:
-    return f"re-run `{schema.PREPARE_HINT.format(data_dir=data_dir)} --overwrite`"
-
-
-def _shard_paths(data_dir: str, split: str, info: dict[str, Any]) -> list[str]:
-    """Shard paths of a split, each checked to exist with the manifest's byte size.
-
-    A stat per shard is cheap and catches missing and truncated shards before
-    TensorFlow reports an anonymous "truncated record" half-way through an epoch.
-    """
-    paths = []
-    for shard in info["shards"]:
-        path = os.path.join(data_dir, shard["name"])
-        if not os.path.isfile(path):
-            raise schema.DatasetError(
-                f"shard {path} of split {split!r} is missing: {_rerun_hint(data_dir)}"
-            )
-        size = os.path.getsize(path)
-        if size != shard["bytes"]:
-            raise schema.DatasetError(
-                f"shard {path} has {size} bytes, the manifest says {shard['bytes']} (truncated "
-                f"or overwritten): {_rerun_hint(data_dir)}"
-            )
-        paths.append(path)
-    return paths
-
-
-def verify(data_dir: str) -> None:
-    """Checks every shard's size and sha256 against the manifest; raises DatasetError if any differ.
+def verify(manifest: schema.Manifest) -> None:
+    """Checks every shard's size and sha256 against the manifest; DatasetError if any differ.
 
     Use it when reading stops with a DataLossError ("corrupted record at ..."), which
     TensorFlow reports without naming the file.
     """
-    manifest = schema.read_manifest(data_dir)
     bad = []
-    for split, info in manifest.get("splits", {}).items():
-        for shard in info.get("shards", []):
-            path = os.path.join(data_dir, shard["name"])
+    for name, split in manifest.splits.items():
+        for shard in split.shards:
+            path = os.path.join(manifest.data_dir, shard.name)
             if not os.path.isfile(path):
-                bad.append(f"{path} (split {split!r}) is missing")
-            elif os.path.getsize(path) != shard["bytes"]:
-                bad.append(f"{path} has {os.path.getsize(path)} bytes, expected {shard['bytes']}")
-            elif schema.file_sha256(path) != shard["sha256"]:
+                bad.append(f"{path} (split {name!r}) is missing")
+            elif os.path.getsize(path) != shard.bytes:
+                bad.append(f"{path} has {os.path.getsize(path)} bytes, expected {shard.bytes}")
+            elif schema.file_sha256(path) != shard.sha256:
                 bad.append(f"{path} has a different sha256 than the manifest (corrupt)")
     if bad:
         raise schema.DatasetError(
-            f"{len(bad)} shard(s) do not match {schema.manifest_path(data_dir)}: "
-            f"{'; '.join(bad)}. {_rerun_hint(data_dir)}"
+            f"{len(bad)} shard(s) do not match {manifest.path}: {'; '.join(bad)}. "
+            "Prepare the dataset again",
+            manifest.data_dir,
         )
-    logging.info("verified every shard of %s against its manifest", data_dir)
+    logging.info("verified every shard of %s against its manifest", manifest.data_dir)
 
 
-def explain_data_loss(data_dir: str, error: Exception) -> schema.DatasetError:
-    """The DatasetError to raise for a DataLossError met while reading `data_dir`.
+def explain_data_loss(manifest: schema.Manifest, error: Exception) -> schema.DatasetError:
+    """The DatasetError to raise for a DataLossError met while reading the dataset.
 
     TensorFlow's "corrupted record at N" names no file: `verify` finds the shard whose
     bytes differ from the manifest. When every shard matches, the error quotes
-    TensorFlow's message with the re-prepare hint.
+    TensorFlow's message.
 
         except tf.errors.DataLossError as e:
-            raise dataset.explain_data_loss(data_dir, e) from e
+            raise dataset.explain_data_loss(manifest, e) from e
     """
     try:
-        verify(data_dir)
+        verify(manifest)
     except schema.DatasetError as named:
         return named
     message = getattr(error, "message", None) or str(error)
     return schema.DatasetError(
-        f"reading {data_dir} failed ({message}), though every shard matches "
-        f"{schema.manifest_path(data_dir)}: {_rerun_hint(data_dir)}"
+        f"reading {manifest.data_dir} failed ({message}), though every shard matches "
+        f"{manifest.path}: prepare the dataset again",
+        manifest.data_dir,
     )
 
 
 @contextlib.contextmanager
-def explain_corrupt_shards(data_dir: str) -> Iterator[None]:
+def explain_corrupt_shards(manifest: schema.Manifest) -> Iterator[None]:
     """Turns a DataLossError raised inside the block into a DatasetError naming the shard.
 
-    Wrap every reader of `data_dir`'s shards (iterating a dataset, `model.fit`,
+    Wrap every reader of the dataset's shards (iterating a dataset, `model.fit`,
     `model.evaluate`, ...) so a corrupt record gives one line with the file and the fix
     instead of TensorFlow's anonymous "corrupted record at N".
 
-        with dataset.explain_corrupt_shards(data_dir):
-            model.fit(dataset.load(data_dir, "train", 64, training=True), ...)
+        with dataset.explain_corrupt_shards(manifest):
+            model.fit(dataset.load(manifest, "train", 64, training=True), ...)
     """
     try:
         yield
     except tf.errors.DataLossError as e:
-        raise explain_data_loss(data_dir, e) from e
+        raise explain_data_loss(manifest, e) from e
 
 
 # --------------------------------------------------------------------------- cache choice
@@ -194,16 +146,13 @@ def _available_memory() -> int | None:
     return available
 
 
-def resolve_cache(cache: str, data_dir: str, split: str) -> str:
+def resolve_cache(cache: str, manifest: schema.Manifest, split: str) -> str:
     """Checks a cache mode and turns "auto" into "memory" or "none", logging why."""
     if cache in ("memory", "none") or (cache.startswith("disk:") and cache[5:]):
         return cache
     if cache != "auto":
         raise ValueError(f"cache={cache!r} is not one of {', '.join(_CACHE_MODES)}")
-    manifest = schema.read_manifest(data_dir)
-    count = int(schema.split_info(manifest, split, data_dir)["num_examples"])
-    height, width, channels = _image_info(manifest)[0]
-    needed = count * height * width * channels
+    needed = manifest.num_examples(split) * math.prod(manifest.image_shape)
     available = _available_memory()
     if available is None:
         logging.info(
@@ -226,17 +175,15 @@ def resolve_cache(cache: str, data_dir: str, split: str) -> str:
     return choice
 
 
-def _disk_cache_file(cache: str, manifest: dict[str, Any], split: str, variant: str) -> str:
+def _disk_cache_file(cache: str, manifest: schema.Manifest, split: str, variant: str) -> str:
     """A cache file prefix under the `disk:` folder, unique to this split's content.
 
-    The shards' sha256s are part of the name, so a re-prepared dataset never
-    reuses a stale cache and several datasets can share one folder.
+    The split's fingerprint (its shards' sha256s) is part of the name, so a re-prepared
+    dataset never reuses a stale cache and several datasets can share one folder.
     """
     folder = cache[len("disk:") :]
     os.makedirs(folder, exist_ok=True)
-    content = {"image": manifest["image"], "shards": manifest["splits"][split]["shards"]}
-    fingerprint = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
-    return os.path.join(folder, f"{split}-{fingerprint}-{variant}")
+    return os.path.join(folder, f"{split}-{manifest.split(split).fingerprint}-{variant}")
 
 
 # --------------------------------------------------------------------------- decoding
@@ -273,13 +220,11 @@ def _decoder(fmt: str, shape: tuple[int, int, int]) -> Callable[[tf.Tensor], tf.
 
 
 def _parser(
-    manifest: dict[str, Any], with_labels: bool
+    manifest: schema.Manifest, with_labels: bool
 ) -> Callable[[tf.Tensor], tf.Tensor | tuple[tf.Tensor, tf.Tensor]]:
     """(B,) serialized records -> uint8 images (B, H, W, C) [, float32 attributes (B, A)]."""
-    shape, fmt = _image_info(manifest)
-    decode = _decoder(fmt, shape)
-    names = manifest.get("attribute_names") or []
-    full_spec = schema.feature_spec(len(names))
+    decode = _decoder(manifest.image_format, manifest.image_shape)
+    full_spec = schema.feature_spec(len(manifest.attribute_names))
     keys = [schema.KEY_ENCODED] + ([schema.KEY_ATTRIBUTES] if with_labels else [])
     spec = {key: full_spec[key] for key in keys}  # parse only what the model needs
 
@@ -367,7 +312,7 @@ def _to_float(
 def _cache(
     ds: tf.data.Dataset,
     mode: str,
-    manifest: dict[str, Any],
+    manifest: schema.Manifest,
     split: str,
     with_labels: bool,
     input_context: tf.distribute.InputContext | None,
@@ -382,7 +327,7 @@ def _cache(
 
 
 def load(
-    data_dir: str,
+    manifest: schema.Manifest,
     split: str,
     batch_size: int,
     *,
@@ -399,7 +344,7 @@ def load(
     """Batches of float32 images (B, H, W, C) in [0, 1], or (images, attributes (B, A) of 0/1).
 
     Args:
-      data_dir: a prepared dataset (shards + dataset.json).
+      manifest: the prepared dataset's (schema.Manifest.read(data_dir)).
       split: a split in the manifest, e.g. "train" or "validation".
       batch_size: the global batch; with `input_context` each pipeline yields its
         per-replica share.
@@ -419,15 +364,15 @@ def load(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    manifest = schema.read_manifest(data_dir)
-    info = schema.split_info(manifest, split, data_dir)
-    files = _shard_paths(data_dir, split, info)
-    if with_labels and not manifest.get("attribute_names"):
+    files = manifest.shard_paths(split)
+    if with_labels and not manifest.attribute_names:
         raise schema.DatasetError(
-            f"with_labels needs attributes, but {schema.manifest_path(data_dir)} lists none: "
-            "prepare a source with attribute labels (e.g. CelebA's list_attr_celeba.txt)"
+            f"with_labels needs attributes, but {manifest.path} lists none: prepare a source "
+            "with attribute labels (e.g. CelebA's list_attr_celeba.txt)",
+            manifest.data_dir,
+            reprepare=False,
         )
-    mode = resolve_cache(cache, data_dir, split)
+    mode = resolve_cache(cache, manifest, split)
     repeat = training if repeat is None else repeat
     drop_remainder = training if drop_remainder is None else drop_remainder
     if input_context is not None:
@@ -439,7 +384,7 @@ def load(
     cached = mode != "none"
     records = _records(
         files,
-        manifest.get("compression"),
+        manifest.compression,
         shuffle_files=training and not cached,
         seed=seed,
         input_context=input_context,
@@ -486,19 +431,16 @@ def _options(
     return options
 
 
-def examples(data_dir: str, split: str) -> tf.data.Dataset:
+def examples(manifest: schema.Manifest, split: str) -> tf.data.Dataset:
     """Every example of a split, unbatched, in shard then record order, with its labels.
 
     Each element is a dict: image uint8 (H, W, C), source_id string, index int64,
     landmarks float32 (10,) and identity int64 (-1 where unknown) and, when the
     dataset has attributes, attributes int64 (A,).
     """
-    manifest = schema.read_manifest(data_dir)
-    info = schema.split_info(manifest, split, data_dir)
-    files = _shard_paths(data_dir, split, info)
-    shape, fmt = _image_info(manifest)
-    decode = _decoder(fmt, shape)
-    num_attributes = len(manifest.get("attribute_names") or [])
+    files = manifest.shard_paths(split)
+    decode = _decoder(manifest.image_format, manifest.image_shape)
+    num_attributes = len(manifest.attribute_names)
 
     def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
         parsed = schema.parse_examples(serialized, num_attributes)
@@ -509,6 +451,6 @@ def examples(data_dir: str, split: str) -> tf.data.Dataset:
         return fields
 
     # One reader over the shards in manifest order: the order never changes.
-    ds = tf.data.TFRecordDataset(files, compression_type=manifest.get("compression") or "")
+    ds = tf.data.TFRecordDataset(files, compression_type=manifest.compression or "")
     ds = ds.batch(_DECODE_CHUNK).map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.unbatch().prefetch(AUTOTUNE)
