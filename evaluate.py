@@ -17,12 +17,12 @@ from facevae.model.console import quiet_tensorflow, run_app
 quiet_tensorflow()  # before TensorFlow is imported: hides its C++ start-up log lines
 
 import json
-import sys
 
 from absl import app, flags
 
-from facevae.model import evaluation, prior
+from facevae.model import codes, evaluation, prior
 from facevae.model import workdir as wd
+from facevae.model.console import fail, one_line
 from facevae.pipeline.schema import DatasetError
 
 flags.DEFINE_string("workdir", None, "Run directory written by train.py.")
@@ -69,11 +69,11 @@ def main(argv: list[str]) -> None:
             seed=FLAGS.seed,
             out=FLAGS.out,
         )
-        results = evaluation.run(config)
-    except (evaluation.EvaluationError, wd.WorkdirError) as e:
-        sys.exit(f"evaluate.py: {e}")
+        results = evaluation.run(config, explain=one_line)
     except DatasetError as e:
-        sys.exit(f"evaluate.py: --data_dir: {e}")
+        fail(e, "evaluate.py: --data_dir: ")
+    except (evaluation.EvaluationError, wd.WorkdirError, codes.CodesError, OSError) as e:
+        fail(e, "evaluate.py: ")
     print(json.dumps(results))
 
 

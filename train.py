@@ -1,11 +1,11 @@
 """Train a VAE (or, with --mode ae, a plain autoencoder) on a prepared face dataset.
 
     python train.py --data_dir data/celeba96 --workdir runs/vae256
-    python train.py --demo          # synthetic faces, no download: ~1.5 min on 2 CPU cores
+    python train.py --demo          # synthetic faces, no download: ~1.5 min on a 2-core EPYC
 
 Running the same command again resumes from the last checkpoint in --workdir; flags
 not given on the command line take the values stored in its config.json. The training
-itself is model.trainer.train_and_evaluate, which a notebook can call too.
+itself is facevae.model.trainer.train_and_evaluate, which a notebook can call too.
 """
 
 from facevae.model.console import quiet_tensorflow
@@ -14,18 +14,20 @@ quiet_tensorflow()  # before TensorFlow is imported: hides its C++ start-up log 
 
 import json
 import os
-import shutil
 import sys
 
 from absl import app, flags
 
+from facevae.model import config as cfg
 from facevae.model import console, trainer
 from facevae.model import workdir as wd
-from facevae.model.networks import NORMS
+from facevae.model.callbacks import Interrupted
+from facevae.model.networks import NORMS, ConfigError
 from facevae.model.vae import MODES, RECONSTRUCTION_LOSSES
+from facevae.pipeline import synthetic
 from facevae.pipeline.schema import DatasetError
 
-DEFAULTS = trainer.TrainConfig()
+DEFAULTS = cfg.TrainConfig()
 
 # Data.
 flags.DEFINE_string("data_dir", None, "Prepared dataset (python -m tools.prepare_celeba).")
@@ -64,7 +66,7 @@ flags.DEFINE_float("learning_rate", DEFAULTS.learning_rate, "Adam learning rate.
 flags.DEFINE_enum(
     "lr_schedule",
     DEFAULTS.lr_schedule,
-    list(trainer.LR_SCHEDULES),
+    list(cfg.LR_SCHEDULES),
     "constant, or cosine decay to 0 at the last step of the current --epochs.",
 )
 flags.DEFINE_integer("epochs", DEFAULTS.epochs, "Training epochs.")
@@ -76,20 +78,20 @@ flags.DEFINE_integer(
 flags.DEFINE_enum(
     "strategy",
     DEFAULTS.strategy,
-    list(trainer.STRATEGIES),
+    list(cfg.STRATEGIES),
     "tf.distribute strategy; auto: mirrored on several GPUs, else default.",
 )
 flags.DEFINE_integer("logical_cpus", DEFAULTS.logical_cpus, "Split the CPU into N devices (tests).")
 flags.DEFINE_enum(
     "mixed_precision",
     DEFAULTS.mixed_precision,
-    list(trainer.MIXED_PRECISION),
+    list(cfg.MIXED_PRECISION),
     "Keras dtype policy.",
 )
 flags.DEFINE_enum(
     "jit_compile",
     DEFAULTS.jit_compile,
-    list(trainer.JIT_COMPILE),
+    list(cfg.JIT_COMPILE),
     "XLA for the train step; auto: on a GPU or TPU, not on a CPU.",
 )
 flags.DEFINE_integer(
@@ -112,29 +114,23 @@ flags.DEFINE_integer(
 # This invocation.
 flags.DEFINE_string("workdir", None, "Run folder: config, checkpoints, logs, samples, model.")
 flags.DEFINE_bool("overwrite", False, "Replace the run in --workdir (kept until a checkpoint).")
+flags.DEFINE_integer(
+    "resume_step", None, "Resume from the kept checkpoint of this step; later ones are deleted."
+)
 flags.DEFINE_bool("demo", False, "Train a small model on synthetic faces made on the spot.")
 flags.DEFINE_integer("benchmark_steps", 0, "Time N train steps, print one JSON line and exit.")
+flags.register_validator(
+    "benchmark_steps", lambda v: 0 <= v <= cfg.MAX_STEPS, "--benchmark_steps: give 0 or more"
+)
+flags.register_validator(
+    "resume_step", lambda v: v is None or v >= 0, "--resume_step: give a step of a checkpoint"
+)
 
 FLAGS = flags.FLAGS
 
 # Flags that steer this invocation only: never stored in or restored from config.json.
-INVOCATION_FLAGS = ("workdir", "overwrite", "demo", "benchmark_steps")
-# Flags the --demo run sets unless given: 300 steps that reach ~24 dB test PSNR in ~1.5 min
-# on 2 CPU cores (the KL weight is the default, the original recipe's).
-DEMO_FLAGS = {
-    "workdir": "runs/demo",
-    "z_dim": 64,
-    "filters": ["32", "64", "128", "256"],
-    "batch_size": 64,
-    "learning_rate": 2e-3,
-    "lr_schedule": "cosine",
-    "epochs": 6,
-    "checkpoint_every_steps": 200,
-}
-DEMO_SOURCE_IMAGES = 4000
-# Versioned: a demo cache made by an older generator (v1: glasses too thin to learn) is not
-# reused.
-DEMO_DATA = "synthetic96-v2"
+INVOCATION_FLAGS = ("workdir", "overwrite", "resume_step", "demo", "benchmark_steps")
+DEMO_WORKDIR = "runs/demo"
 
 
 def main(argv: list[str]) -> None:
@@ -142,23 +138,31 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments {argv[1:]}: every setting is a --flag")
     try:
         settings = resolve_settings()
+        if not settings["data_dir"]:
+            sys.exit(
+                "--data_dir is required: prepare a dataset with `python -m tools.prepare_celeba "
+                "--src SRC --out DIR`, or run `python train.py --demo`"
+            )
         # Only the demo's own cache is filled: a --data_dir given by the user is never written.
-        if settings["data_dir"] == demo_data_dir() and not os.path.isfile(
+        if settings["data_dir"] == synthetic.demo_data_dir() and not os.path.isfile(
             os.path.join(settings["data_dir"], "dataset.json")
         ):
-            make_demo_data(settings["data_dir"])
-        config = trainer.TrainConfig.from_dict(settings)
+            synthetic.make_demo_dataset(settings["data_dir"])
+        config = cfg.TrainConfig.from_dict(settings)
         if settings["benchmark_steps"]:
             print(json.dumps(trainer.benchmark(config, settings["benchmark_steps"])))
             return
         if not settings["workdir"]:
             sys.exit("--workdir is required: the run's checkpoints, logs and samples go there")
         result = trainer.train_and_evaluate(
-            config, settings["workdir"], overwrite=settings["overwrite"]
+            config,
+            settings["workdir"],
+            overwrite=settings["overwrite"],
+            resume_step=settings["resume_step"],
         )
-    except (trainer.TrainError, wd.WorkdirError, DatasetError) as e:
-        sys.exit(str(e))
-    except trainer.Interrupted as e:
+    except (cfg.TrainError, ConfigError, wd.WorkdirError, DatasetError, OSError) as e:
+        console.fail(e)
+    except Interrupted as e:
         print(e, file=sys.stderr)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
@@ -173,11 +177,12 @@ def resolve_settings() -> dict:
     settings = {name: FLAGS[name].value for name in names}
     given = {name for name in names if FLAGS[name].present}
     if settings["demo"]:
-        settings.update({k: v for k, v in DEMO_FLAGS.items() if k not in given})
+        demo = {**cfg.DEMO_SETTINGS, "workdir": DEMO_WORKDIR}
+        settings.update({k: v for k, v in demo.items() if k not in given})
     # --overwrite starts afresh: a stored config, even a damaged one, is not read.
     workdir = settings["workdir"]
     if workdir and not settings["overwrite"] and os.path.lexists(wd.config_path(workdir)):
-        stored = wd.read_config(workdir)["flags"]
+        stored = wd.read_config(workdir).flags.to_dict()
         settings.update(
             {
                 k: v
@@ -186,7 +191,7 @@ def resolve_settings() -> dict:
             }
         )
     if settings["demo"] and "data_dir" not in given and not settings["data_dir"]:
-        settings["data_dir"] = demo_data_dir()
+        settings["data_dir"] = synthetic.demo_data_dir()
     settings["data_dir"] = settings["data_dir"] or ""
     settings["filters"] = parse_filters(settings["filters"])
     return settings
@@ -196,25 +201,10 @@ def parse_filters(values: list) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in values)
     except ValueError:
-        raise trainer.TrainError(
-            f"--filters={','.join(map(str, values))}: give comma-separated integers, e.g. 32,64,128"
+        raise cfg.TrainError(
+            f"`filters`={console.short(','.join(map(str, values)))}: give comma-separated "
+            "integers, e.g. 32,64,128"
         ) from None
-
-
-def demo_data_dir() -> str:
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "facevae", DEMO_DATA)
-
-
-def make_demo_data(data_dir: str) -> None:
-    """Synthetic source -> TFRecords through the same tools as real CelebA, once."""
-    from facevae.tools import make_synthetic, prepare_celeba
-
-    source = data_dir + "-source"
-    print(f"demo: writing {DEMO_SOURCE_IMAGES} synthetic faces to {source}, then {data_dir}")
-    make_synthetic.write_source(source, DEMO_SOURCE_IMAGES, seed=0, overwrite=True)
-    prepare_celeba.prepare(source, data_dir, overwrite=True)
-    shutil.rmtree(source)
 
 
 def run() -> None:

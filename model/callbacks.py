@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -27,16 +26,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from facevae.model.console import duration
+from facevae.model.config import TrainError
 from facevae.model.grid import make_grid, save_grid
+from facevae.pipeline import files
+from facevae.pipeline.progress import Console, duration
 
 RATE_KEYS = ("learning_rate", "images_per_sec", "input_wait_fraction")
 VALIDATION_PREFIX = "val_"  # keras' prefix of the validation metrics in the epoch logs
 LIVE_REDRAW_SECONDS = 0.1
-
-
-class TrainError(ValueError):
-    """Training cannot go on as asked; the message is one line naming the cause and the fix."""
 
 
 class Interrupted(Exception):  # noqa: N818 - it is not an error: the user asked to stop
@@ -118,6 +115,7 @@ class Throughput(keras.callbacks.Callback):
         self.offset = 0
         self.step = 0  # optimizer steps so far (the global step)
         self.previous_step = 0  # the global step at the previous batch end
+        self.steps_run = 0  # train steps this process ran, in every fit: batches it read
         self.epoch_step = 0  # steps of the current epoch so far, offset included
         self.epoch_steps = 0  # steps the current epoch will have
         self.seconds = 0.0  # seconds of the current epoch in this process
@@ -184,6 +182,7 @@ class Throughput(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self.previous_step, self.step = self.step, self.read_step()
+        self.steps_run += self.offset + batch + 1 - self.epoch_step
         self.epoch_step = self.offset + batch + 1
         if logs is not None:
             logs.update(self.rates())
@@ -310,9 +309,13 @@ class Checkpointer(keras.callbacks.Callback):
     """tf.train.CheckpointManager saves every `every_steps` steps and at each epoch end.
 
     A checkpoint holds the model, the optimizer (step count, slots, learning rate), `epoch`
-    (epochs completed) and `epoch_step` (steps of the next epoch already run), so a run
-    resumes mid-epoch with the same step count and optimizer state. `on_first_save` runs
-    once, after the first checkpoint this run writes (--overwrite commits there).
+    (epochs completed), `epoch_step` (steps of the next epoch already run) and
+    `input_steps` (training steps' worth of batches read from the input stream), so a run
+    resumes mid-epoch at the same step, with the same optimizer state and the next unseen
+    batch. Only finite weights are saved: every weight and optimizer slot is checked on the
+    device first, and a non-finite one stops the run (TrainError naming the checkpoint
+    kept and `advice`). `on_first_save` runs once, after the first checkpoint this run
+    writes (--overwrite commits there).
     """
 
     def __init__(
@@ -322,31 +325,53 @@ class Checkpointer(keras.callbacks.Callback):
         keep: int,
         every_steps: int,
         throughput: Throughput,
+        advice: str = "",
         on_first_save: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
+        self.vae, self.directory = vae, directory
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.epoch_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch_step")
+        self.input_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="input_steps")
         self.checkpoint = tf.train.Checkpoint(
-            model=vae, optimizer=vae.optimizer, epoch=self.epoch, epoch_step=self.epoch_step
+            model=vae,
+            optimizer=vae.optimizer,
+            epoch=self.epoch,
+            epoch_step=self.epoch_step,
+            input_steps=self.input_steps,
         )
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=keep)
-        self.every_steps, self.throughput = every_steps, throughput
+        self.every_steps, self.throughput, self.advice = every_steps, throughput, advice
         self.on_first_save = on_first_save
+        self.input_start = 0  # input_steps when this process started: its stream's start
+        floats = [
+            v for v in [*vae.weights, *vae.optimizer.variables] if keras.backend.is_float_dtype(v.dtype)
+        ]  # fmt: skip
+        self._all_finite = tf.function(
+            lambda: tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in floats])
+        )
 
     @property
     def latest(self) -> str | None:
         return self.manager.latest_checkpoint
 
-    def restore(self, path: str) -> tuple[int, int]:
-        """Loads a checkpoint; returns (epochs completed, steps of the next epoch done).
+    def restore(self, path: str) -> tuple[int, int, int | None]:
+        """Loads a checkpoint; returns (epochs completed, steps of the next epoch done,
+        input steps read, None for a checkpoint of an earlier version that kept none).
 
         One that this model cannot take (damaged, saved under another --mixed_precision,
         whose optimizer has another structure, or by an older version) stops in one line.
         """
         status = None
         try:
-            status = self.checkpoint.restore(path)
+            has_input = any(
+                name.startswith("input_steps/") for name, _ in tf.train.list_variables(path)
+            )
+            objects = {"model": self.vae, "optimizer": self.vae.optimizer}
+            objects.update(epoch=self.epoch, epoch_step=self.epoch_step)
+            if has_input:
+                objects["input_steps"] = self.input_steps
+            status = tf.train.Checkpoint(**objects).restore(path)
             status.assert_existing_objects_matched()
         except (AssertionError, ValueError, tf.errors.OpError) as e:
             if status is not None:  # else its warnings at exit would bury the one line
@@ -354,13 +379,48 @@ class Checkpointer(keras.callbacks.Callback):
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
             raise TrainError(
                 f"{path} cannot be restored into this model ({reason}): resume with the "
-                "settings it was saved with (e.g. the stored --mixed_precision), or start "
-                "afresh with --overwrite"
+                "settings it was saved with (e.g. the stored `mixed_precision`), or start "
+                "afresh with `overwrite`"
             ) from None
-        return int(self.epoch.numpy()), int(self.epoch_step.numpy())
+        input_steps = int(self.input_steps.numpy()) if has_input else None
+        return int(self.epoch.numpy()), int(self.epoch_step.numpy()), input_steps
+
+    def drop_after(self, step: int) -> list[str]:
+        """Deletes the checkpoints of steps after `step` (a run resumed from an earlier
+        one continues from there); returns their paths."""
+        later = [p for p in self.manager.checkpoints if int(p.rsplit("-", 1)[1]) > step]
+        kept = [p for p in self.manager.checkpoints if p not in later]
+        for path in later:
+            for name in tf.io.gfile.glob(path + ".*"):
+                tf.io.gfile.remove(name)
+        tf.train.update_checkpoint_state(
+            self.directory, kept[-1] if kept else "", kept, save_relative_paths=True
+        )
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, self.directory, max_to_keep=self.manager._max_to_keep
+        )
+        return later
 
     def save(self) -> str:
-        path = self.manager.save(checkpoint_number=self.throughput.step)
+        step = self.throughput.step
+        if not bool(self._all_finite()):
+            raise TrainError(
+                f"the weights became non-finite (NaN or Inf) by step {step}; they were not "
+                f"saved: the last good checkpoint is {self.latest or 'none yet'}. {self.advice}"
+            )
+        self.input_steps.assign(self.input_start + self.throughput.steps_run)
+        try:
+            path = self.manager.save(checkpoint_number=step)
+        except (OSError, tf.errors.OpError) as e:
+            reason = e.strerror if isinstance(e, OSError) else e.message.rsplit("; ", 1)[-1]
+            raise TrainError(
+                f"could not write the checkpoint of step {step} in {self.directory} "
+                f"({reason[:120]}); the last one is {self.latest or 'none yet'}: free space "
+                "and run the same command again to continue from it"
+            ) from None
+        for name in [*tf.io.gfile.glob(path + ".*"), os.path.join(self.directory, "checkpoint")]:
+            files.fsync_file(name)  # a machine's crash keeps the checkpoint the index names
+        files.fsync_dir(self.directory)
         if self.on_first_save is not None:
             first, self.on_first_save = self.on_first_save, None
             first()
@@ -384,6 +444,46 @@ class Checkpointer(keras.callbacks.Callback):
         self.epoch.assign(epoch + 1)
         self.epoch_step.assign(0)
         self.save()
+
+
+class StepTimer(keras.callbacks.Callback):
+    """The one step timer: wall and CPU time of the steps after `warmup` (tracing, XLA
+    compilation and pipeline start-up), and the input wait meanwhile; it stops fit after
+    `timed` more steps. `warmup` and `timed` are whole executions of steps_per_execution
+    steps (fit calls on_train_batch_end once per execution)."""
+
+    def __init__(self, warmup: int, timed: int, throughput: Throughput | None = None) -> None:
+        super().__init__()
+        self.warmup, self.timed, self.throughput = warmup, timed, throughput
+        self.steps = 0
+        self.start = self.cpu_start = self.waited_start = 0.0
+        self.seconds = self.cpu_seconds = self.waited = 0.0
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if logs and "loss" in logs:
+            float(logs["loss"])  # the logs were read into Python: the steps have finished
+        done = batch + 1  # keras passes the last step of the execution
+        now, cpu = time.perf_counter(), time.process_time()
+        waited = self.throughput.waited if self.throughput else 0.0
+        if done == self.warmup:
+            self.start, self.cpu_start, self.waited_start = now, cpu, waited
+        elif done > self.warmup:
+            self.steps = done - self.warmup
+            self.seconds, self.cpu_seconds = now - self.start, cpu - self.cpu_start
+            self.waited = waited - self.waited_start
+            if self.steps >= self.timed:
+                self.model.stop_training = True
+
+    def result(self, batch_size: int) -> dict[str, float]:
+        """images/s, ms/step, CPU ms/step and the input wait share of the timed steps."""
+        seconds, steps = max(self.seconds, 1e-9), max(self.steps, 1)
+        return {
+            "images_per_sec": steps * batch_size / seconds,
+            "ms_per_step": 1000 * seconds / steps,
+            "cpu_ms_per_step": 1000 * self.cpu_seconds / steps,
+            "input_wait_fraction": min(self.waited / seconds, 1.0),
+            "steps": self.steps,
+        }
 
 
 # --------------------------------------------------------------------------- TensorBoard
@@ -485,7 +585,8 @@ class SampleGrids(keras.callbacks.Callback):
 
 
 class ProgressLogger(keras.callbacks.Callback):
-    """The console: a live bar on a terminal, plain lines anywhere else.
+    """The console: a live bar on a terminal, plain lines anywhere else (pipeline.progress's
+    Console draws both).
 
     On a terminal the bar is redrawn in place at most every 0.1 s. Into a file or pipe
     (nohup, CI, a scheduler's log) it writes one line every `every_steps` steps and none
@@ -504,15 +605,8 @@ class ProgressLogger(keras.callbacks.Callback):
         super().__init__()
         self.epochs, self.every_steps, self.throughput = epochs, every_steps, throughput
         self.order = tuple(metric_names)  # the order the metrics are printed in
-        self.stream = stream or sys.stdout
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.console = Console(stream or sys.stdout, every=LIVE_REDRAW_SECONDS)
         self._epoch = 0
-        self._drawn = 0.0
-        self._bar_width = 0
-
-    def _write(self, text: str) -> None:
-        self.stream.write(text)
-        self.stream.flush()
 
     def _seconds_left(self, logs: dict) -> float:
         t, rate = self.throughput, logs.get("images_per_sec", 0.0)
@@ -527,35 +621,27 @@ class ProgressLogger(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = epoch
-        self._drawn = 0.0
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         t, logs = self.throughput, logs or {}
         head = f"epoch {self._epoch + 1}/{self.epochs}"
-        if not self.tty:
+        if not self.console.tty:
             if crossed(t.previous_step, t.step, self.every_steps) and not t.at_epoch_end:
-                self._write(f"{head} step {t.epoch_step}/{t.epoch_steps}  {self._status(logs)}\n")
+                self.console.line(
+                    f"{head} step {t.epoch_step}/{t.epoch_steps}  {self._status(logs)}"
+                )
             return
-        now = time.perf_counter()
-        if now - self._drawn < LIVE_REDRAW_SECONDS and not t.at_epoch_end:
+        if not self.console.due(force=t.at_epoch_end):
             return
-        self._drawn = now
         filled = int(20 * t.epoch_step / max(t.epoch_steps, 1))
-        line = (
+        self.console.bar(
             f"{head} [{'#' * filled}{'.' * (20 - filled)}] {t.epoch_step}/{t.epoch_steps} "
             f"ETA {duration(self._seconds_left(logs))}, {logs.get('images_per_sec', 0.0):,.0f} "
             f"img/s | {format_logs(metric_logs(logs, self.order))}"
         )
-        # Longer than the terminal, the line would wrap and \r could not redraw it.
-        line = line[: shutil.get_terminal_size().columns - 1]
-        self._write("\r" + line.ljust(self._bar_width))
-        self._bar_width = len(line)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
-        if self.tty and self._bar_width:
-            self._write("\r" + " " * self._bar_width + "\r")
-            self._bar_width = 0
         line = (
             f"epoch {epoch + 1}/{self.epochs}  train {format_logs(metric_logs(logs, self.order))}"
         )
@@ -565,10 +651,8 @@ class ProgressLogger(keras.callbacks.Callback):
             f" | {self.throughput.seconds:.0f}s, {logs.get('images_per_sec', 0.0):,.0f} img/s, "
             f"input wait {logs.get('input_wait_fraction', 0.0):.0%}"
         )
-        self._write(line + "\n")
+        self.console.line(line)
 
     def close(self) -> None:
         """Ends a bar an error left on the screen, so the message starts on its own line."""
-        if self.tty and self._bar_width:
-            self._write("\n")
-            self._bar_width = 0
+        self.console.end_bar()

@@ -72,7 +72,25 @@ def run_app(main: Callable[[Sequence[str]], None]) -> None:
     script = sys.modules["__main__"]
     if not script.__doc__:
         script.__doc__ = module.__doc__
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a bad value as one short line (absl prints two lines and
+    echoes the value whole, however long)."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        name = os.path.basename(argv[0]) if argv else "command"
+        sys.exit(f"{name}: {_cut_long_words(str(e), MAX_ECHO)} (see --help)")
+
+
+def _cut_long_words(text: str, longest: int | None = None) -> str:
+    """One line, where a run of more than `longest` (default MAX_WORD: no path is that
+    long; a hostile value can be) non-blank characters is cut to its first MAX_ECHO."""
+    text = " ".join(text.split())
+    longest = MAX_WORD if longest is None else longest
+    return re.sub(rf"\S{{{longest + 1},}}", lambda m: m.group(0)[:MAX_ECHO] + "...", text)
 
 
 def peak_rss_mb() -> float:
@@ -84,6 +102,7 @@ def peak_rss_mb() -> float:
 PREPARE_COMMAND = "python -m tools.prepare_celeba --src SRC --out {data_dir} --overwrite"
 JUDGE_COMMAND = "python -m tools.train_judge --data_dir {data_dir}"
 MAX_ECHO = 80  # characters of a bad value a message quotes
+MAX_WORD = 256  # a longer run of non-blank characters in a message is a value, not a path
 
 
 def one_line(error: BaseException, prefix: str = "") -> str:
@@ -92,8 +111,9 @@ def one_line(error: BaseException, prefix: str = "") -> str:
     Backticked names that are flags of this process become flags; a DatasetError that is
     fixed by preparing the dataset again (its `reprepare`) gains the command that does it,
     an error that names a missing judge (its `judge_data_dir`) the command that trains one.
+    Words longer than MAX_ECHO characters (a hostile value) are cut.
     """
-    text = " ".join(str(error).split())  # one line, whatever the message held
+    text = _cut_long_words(str(error))  # one line, whatever the message held
 
     def flag(match: re.Match) -> str:
         name = match.group(1)

@@ -31,22 +31,26 @@ only features are kept (at most --fid_samples x 2048 floats per set).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 import sys
 import time
+import zipfile
+from collections.abc import Callable
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from facevae.model import analysis, fingerprint, inception, judge
+from facevae.model import analysis, codes, inception, judge
 from facevae.model import prior as priors  # `prior` is also a setting's name
 from facevae.model import workdir as wd
-from facevae.model.console import Progress, peak_rss_mb
+from facevae.model.console import peak_rss_mb
 from facevae.model.grid import to_uint8
-from facevae.pipeline import dataset, schema
+from facevae.pipeline import dataset, files, schema
+from facevae.pipeline.progress import Progress
 
 RESULTS_FILE = "eval.json"
 FID_STATS_SUBDIR = "fid_stats"
@@ -54,16 +58,14 @@ MAX_FID_SAMPLES = 100_000  # 2 x 100k x 2048 float32 features = 1.6 GB: the memo
 INCEPTION_SOURCES = ("ttur", "keras", "none")
 # z_mean rows kept for active_units: 65,536 x z_dim 256 float32 = 64 MB at most.
 MAX_ACTIVE_UNIT_CODES = 65_536
+MAX_TEMPERATURE = 10.0  # a latent std 10x the prior's decodes noise; beyond it overflows
+MAX_SEED = 2**32 - 1
+MAX_BATCH = 4096
+MAX_COMPONENTS = 1000
 
 
 class EvaluationError(ValueError):
-    """Bad settings or inputs: the message names the flag or file and the fix."""
-
-
-def default_cache_dir() -> str:
-    """Where the Inception graph and real-image statistics are kept: ~/.cache/facevae."""
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "facevae")
+    """Bad settings or inputs: the message names the setting or file and the fix."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +81,7 @@ class EvalConfig:
     kid_subsets: int = 100
     kid_subset_size: int = 1000
     inception_weights: str = "ttur"  # ttur, keras, none, or a path (.pb, .tgz, .h5)
-    cache_dir: str | None = None  # None: default_cache_dir()
+    cache_dir: str | None = None  # None: files.cache_dir()
     prior: str = "normal"
     temperature: float = 1.0
     gmm_components: int = priors.DEFAULT_COMPONENTS
@@ -98,32 +100,50 @@ class EvalConfig:
         }
         for name, value in positive.items():
             if value < 1:
-                raise EvaluationError(f"--{name}={value}: give a whole number of at least 1")
+                raise EvaluationError(f"`{name}`={value}: give a whole number of at least 1")
         for name in ("max_examples", "edit_images"):
             if getattr(self, name) < 0:
-                raise EvaluationError(f"--{name}={getattr(self, name)}: give 0 or more")
+                raise EvaluationError(f"`{name}`={getattr(self, name)}: give 0 or more")
         if self.fid_samples > MAX_FID_SAMPLES:
             raise EvaluationError(
-                f"--fid_samples={self.fid_samples}: at most {MAX_FID_SAMPLES} (the features of "
+                f"`fid_samples`={self.fid_samples}: at most {MAX_FID_SAMPLES} (the features of "
                 "both sets are kept in memory); published FIDs use 10000 or 50000"
             )
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise EvaluationError(f"--temperature={self.temperature}: give a finite number > 0")
+        if not (math.isfinite(self.temperature) and 0 < self.temperature <= MAX_TEMPERATURE):
+            raise EvaluationError(
+                f"`temperature`={self.temperature:.3g}: give a number in (0, {MAX_TEMPERATURE}]"
+            )
+        if not 0 <= self.seed <= MAX_SEED:
+            raise EvaluationError(f"`seed`={self.seed}: give 0..{MAX_SEED}")
+        if self.batch_size > MAX_BATCH or self.gmm_components > MAX_COMPONENTS:
+            raise EvaluationError(
+                f"`batch_size` at most {MAX_BATCH:,}, `gmm_components` at most {MAX_COMPONENTS}"
+            )
+        limits = {"kid_subsets": 10_000, "kid_subset_size": MAX_FID_SAMPLES,
+                  "edit_images": 100_000, "max_examples": 1 << 40}  # fmt: skip
+        for name, most in limits.items():
+            if getattr(self, name) > most:
+                raise EvaluationError(f"`{name}`={getattr(self, name)}: at most {most:,}")
         if self.prior not in priors.PRIORS:
-            raise EvaluationError(f"--prior={self.prior}: use one of {', '.join(priors.PRIORS)}")
+            raise EvaluationError(f"`prior`={self.prior}: use one of {', '.join(priors.PRIORS)}")
 
 
-def run(config: EvalConfig) -> dict[str, Any]:
-    """Restores the run, evaluates it and writes the results (JSON) to config.out."""
+def run(config: EvalConfig, explain: Callable[[Exception], str] = str) -> dict[str, Any]:
+    """Restores the run, evaluates it and writes the results (JSON) to config.out.
+
+    `explain` words the reasons of numbers left out (fid_error, judge_error): a command
+    line passes console.one_line, which adds the command that fixes one.
+    """
     model, run_config = wd.restore(config.workdir)
-    data_dir = config.data_dir or run_config.get("flags", {}).get("data_dir")
+    data_dir = config.data_dir or run_config.flags.data_dir
     if not data_dir:
         raise EvaluationError(
-            f"--data_dir is needed: {wd.config_path(config.workdir)} names no dataset"
+            f"`data_dir` is needed: {wd.config_path(config.workdir)} names no dataset"
         )
+    manifest = schema.Manifest.read(data_dir)
     out = config.out or os.path.join(config.workdir, RESULTS_FILE)
     if os.path.isdir(out):
-        raise EvaluationError(f"--out={out} is a folder: give a file name such as eval.json")
+        raise EvaluationError(f"`out`={out} is a folder: give a file name such as eval.json")
     folder = os.path.dirname(os.path.abspath(out))
     try:  # checked before the evaluation, not after its minutes of work
         os.makedirs(folder, exist_ok=True)
@@ -131,41 +151,41 @@ def run(config: EvalConfig) -> dict[str, Any]:
             raise PermissionError(13, "Permission denied")
     except OSError as e:
         raise EvaluationError(
-            f"--out={out}: cannot write in {folder} ({e.strerror}); pass --out a writable file"
+            f"`out`={out}: cannot write in {folder} ({e.strerror}); give `out` a writable file"
         ) from e
-    results = evaluate(model, config, data_dir)
+    results = evaluate(model, config, manifest, explain)
     results["json"] = out
-    schema.write_json_atomic(out, results)
+    files.write_json(out, results)
     return results
 
 
 # --------------------------------------------------------------------------- the evaluation
 
 
-def evaluate(model: keras.Model, config: EvalConfig, data_dir: str) -> dict[str, Any]:
-    """Every metric of the module doc for a restored model; nothing is written."""
+def evaluate(
+    model: keras.Model,
+    config: EvalConfig,
+    manifest: schema.Manifest,
+    explain: Callable[[Exception], str] = str,
+) -> dict[str, Any]:
+    """Every metric of the module doc for a restored model; nothing but caches is written."""
     start = time.perf_counter()
-    manifest = schema.read_manifest(data_dir)
     split = config.split
     try:
-        total = dataset.num_examples(data_dir, split)
+        total = manifest.num_examples(split)
     except schema.DatasetError as e:  # it lists the splits there are
-        raise EvaluationError(f"--split={split}: {e}") from e
-    shape = tuple(dataset.image_shape(data_dir))
-    if shape != tuple(model.network.image_shape):
-        raise EvaluationError(
-            f"--data_dir={data_dir} holds {shape} images but the model takes "
-            f"{tuple(model.network.image_shape)}: pass the dataset the run was trained on"
-        )
-    cache_dir = config.cache_dir or default_cache_dir()
+        raise EvaluationError(f"`split`={split}: {e}") from e
+    manifest.check_image_shape(model.network.image_shape)
+    shape = manifest.image_shape
+    cache_dir = config.cache_dir or files.cache_dir()
     network, fid_error = _feature_network(config.inception_weights, cache_dir)
-    the_judge, judge_error = _judge(config, data_dir, shape)
+    the_judge, judge_error = _judge(config, manifest, explain)
     n_fid = min(config.fid_samples, total)
 
-    recon = _reconstruction_pass(model, data_dir, split, config, the_judge, n_fid)
+    recon = _reconstruction_pass(model, manifest, split, config, the_judge, n_fid)
     results: dict[str, Any] = {
         "workdir": config.workdir,
-        "data_dir": data_dir,
+        "data_dir": manifest.data_dir,
         "split": split,
         **recon.metrics,
         "prior": config.prior,
@@ -173,25 +193,27 @@ def evaluate(model: keras.Model, config: EvalConfig, data_dir: str) -> dict[str,
         "seed": config.seed,
     }
 
-    codes, train_labels = None, None
-    if config.prior == "gmm" or the_judge is not None:
-        codes, train_labels = priors.encode_means(
-            model,
-            data_dir,
-            "train",
-            config.batch_size,
-            priors.GMM_MAX_CODES,
-            with_labels=the_judge is not None,
-        )
-    gmm = None
+    # The judge's edits and the mixture prior both come from the first training codes:
+    # encode them once, and only if a cache in the workdir does not hold the result.
+    vectors = gmm = train = None
+    if the_judge is not None:
+        vectors = codes.cached_attribute_vectors(model, config.workdir, manifest)
     if config.prior == "gmm":
-        gmm = priors.workdir_gmm(
+        gmm = priors.cached_gmm(model, config.workdir, manifest, components=config.gmm_components)
+    if (the_judge is not None and vectors is None) or (config.prior == "gmm" and gmm is None):
+        train = codes.encode_split(
             model,
-            config.workdir,
-            data_dir,
-            components=config.gmm_components,
+            manifest,
+            "train",
             batch_size=config.batch_size,
-            codes=codes,
+            limit=codes.TRAIN_CODES,
+            with_labels=bool(manifest.attribute_names),
+        )
+    if the_judge is not None and vectors is None:
+        vectors = codes.attribute_vectors(model, config.workdir, manifest, codes=train)
+    if config.prior == "gmm" and gmm is None:
+        gmm = priors.workdir_gmm(
+            model, config.workdir, manifest, components=config.gmm_components, codes=train
         )
     z = priors.latents(
         config.prior, n_fid, model.network.z_dim, config.seed, config.temperature, gmm
@@ -206,8 +228,8 @@ def evaluate(model: keras.Model, config: EvalConfig, data_dir: str) -> dict[str,
         "prior": config.prior,
         "temperature": config.temperature,
         "image_size": list(shape[:2]),
-        "crop": manifest.get("crop"),
-        "dataset_resample": manifest.get("resample"),
+        "crop": manifest.crop,
+        "dataset_resample": manifest.resample,
         "kid_subsets": config.kid_subsets,
         "kid_subset_size": config.kid_subset_size,
     }
@@ -217,7 +239,7 @@ def evaluate(model: keras.Model, config: EvalConfig, data_dir: str) -> dict[str,
             fid["fid_error"] = f"FID needs at least 2 images; the {split} split has {total}"
         else:
             mu, cov, real, source = _real_statistics(
-                network, data_dir, split, n_fid, cache_dir, config.batch_size
+                network, manifest, split, n_fid, cache_dir, config.batch_size
             )
             protocol["real_statistics"] = source
             gen_mu, gen_cov = analysis.gaussian_stats(generated_inception)
@@ -229,9 +251,7 @@ def evaluate(model: keras.Model, config: EvalConfig, data_dir: str) -> dict[str,
     results["fid_protocol"] = protocol
 
     results.update(
-        _judge_results(
-            model, the_judge, judge_error, recon, generated_judge, codes, train_labels, config
-        )
+        _judge_results(model, the_judge, judge_error, recon, generated_judge, vectors, config)
     )
     results["seconds"] = round(time.perf_counter() - start, 1)
     results["peak_rss_mb"] = round(peak_rss_mb())
@@ -246,31 +266,20 @@ def _feature_network(source: str, cache_dir: str) -> tuple[inception.FeatureNetw
         print(f"FID/KID left out: {e}", file=sys.stderr)
         return None, str(e)
     except inception.InceptionFileError as e:
-        raise EvaluationError(f"--inception_weights={source}: {e}") from e
+        raise EvaluationError(f"`inception_weights`={source}: {e}") from e
 
 
-def _judge(config: EvalConfig, data_dir: str, shape: tuple) -> tuple[judge.Judge | None, str]:
-    directory = config.judge_dir or judge.default_dir(data_dir)
+def _judge(
+    config: EvalConfig, manifest: schema.Manifest, explain: Callable[[Exception], str]
+) -> tuple[judge.Judge | None, str | None]:
+    """The dataset's judge, or None and why judge_* are left out (printed, and in results)."""
+    directory = config.judge_dir or judge.default_dir(manifest.data_dir)
     try:
-        found = judge.load(directory, data_dir)
+        found = judge.load(directory, manifest)
     except judge.JudgeError as e:
-        print(f"judge_* left out: {e}", file=sys.stderr)
-        return None, str(e)
-    report = found.report
-    if tuple(report.image_shape) != shape:
-        reason = (
-            f"the judge in {directory} takes {tuple(report.image_shape)} images, the "
-            f"dataset holds {shape}: train it again with `{judge.train_command(data_dir)}`"
-        )
-    elif report.train_fingerprint != fingerprint.of_split(data_dir, "train"):
-        reason = (
-            f"the judge in {directory} learned from another version of the train split: "
-            f"train it again with `{judge.train_command(data_dir)}`"
-        )
-    else:
-        return found, None
-    print(f"judge_* left out: {reason}", file=sys.stderr)
-    return None, reason
+        print(f"judge_* left out: {explain(e)}", file=sys.stderr)
+        return None, explain(e)
+    return found, None
 
 
 @dataclasses.dataclass
@@ -288,7 +297,7 @@ class _Reconstructions:
 
 def _reconstruction_pass(
     model: keras.Model,
-    data_dir: str,
+    manifest: schema.Manifest,
     split: str,
     config: EvalConfig,
     the_judge: judge.Judge | None,
@@ -296,52 +305,45 @@ def _reconstruction_pass(
 ) -> _Reconstructions:
     """ELBO, MSE and PSNR over the split, and the judge's view of originals and reconstructions."""
     labelled = the_judge is not None
-    ds = dataset.load(
-        data_dir, split, config.batch_size, training=False, cache="none", with_labels=labelled
-    )
-    total = dataset.num_examples(data_dir, split)
-    total = min(total, config.max_examples) if config.max_examples else total
     losses = _losses_function(model)
     sums: dict[str, float] = {}
-    encode = _compiled(model, "encode")
     decode = _compiled(model, "decode")
     squared_error, psnr_sum, count = 0.0, 0.0, 0
     out = _Reconstructions(metrics={})
-    features, codes, code_labels = [], [], []
+    features, edit_codes, code_labels = [], [], []
     z_means = []  # (B, z_dim) each, MAX_ACTIVE_UNIT_CODES rows in all at most
-    progress = Progress(total, f"evaluate {split}")
-    with dataset.explain_corrupt_shards(data_dir):
-        for batch in ds:
-            images, labels = batch if labelled else (batch, None)
-            take = total - count
-            images = images[:take]  # (B, H, W, C) in [0, 1]
-            seed = tf.constant([config.seed, count], tf.int32)  # per batch, fixed by --seed
-            for name, value in losses(images, seed).items():
-                sums[name] = sums.get(name, 0.0) + float(value) * len(images)
-            z_mean = encode(images)[0]  # (B, z_dim)
-            recon = decode(z_mean).numpy()  # model.reconstruct, keeping the codes
-            z_means.append(z_mean.numpy()[: max(0, MAX_ACTIVE_UNIT_CODES - count)])
-            pixels = images.numpy()
-            squared_error += float(np.square(recon - pixels).mean(axis=(1, 2, 3)).sum())
-            psnr_sum += float(analysis.psnr(pixels, recon).sum())
-            if labelled:
-                labels = labels.numpy()[:take]  # (B, A) 1, 0 or -1
-                real_features, real_p = the_judge(pixels)
-                _, recon_p = the_judge(recon)
-                known = labels >= 0
-                out.real_right = _add(out.real_right, ((real_p > 0.5) == labels) & known)
-                out.recon_right = _add(out.recon_right, ((recon_p > 0.5) == labels) & known)
-                out.known = _add(out.known, known)
-                features.append(real_features[: max(0, n_fid - count)])
-                wanted = max(0, config.edit_images - count)
-                if wanted:
-                    codes.append(z_mean[:wanted].numpy())
-                    code_labels.append(labels[:wanted])
-            count += len(pixels)
-            progress.update(len(pixels))
-            if count >= total:
-                break
-    progress.close()
+    for batch in codes.batches(
+        model,
+        manifest,
+        split,
+        batch_size=config.batch_size,
+        limit=config.max_examples,
+        with_labels=labelled,
+        label=f"evaluate {split}",
+    ):
+        images, z_mean = batch.images, batch.z_mean  # (B, H, W, C) in [0, 1], (B, z_dim)
+        seed = tf.constant([config.seed, count], tf.int32)  # per batch, fixed by `seed`
+        for name, value in losses(images, z_mean, batch.z_log_var, seed).items():
+            sums[name] = sums.get(name, 0.0) + float(value) * len(images)
+        recon = decode(z_mean).numpy()  # model.reconstruct, keeping the codes
+        z_means.append(z_mean.numpy()[: max(0, MAX_ACTIVE_UNIT_CODES - count)])
+        pixels = images.numpy()
+        squared_error += float(np.square(recon - pixels).mean(axis=(1, 2, 3)).sum())
+        psnr_sum += float(analysis.psnr(pixels, recon).sum())
+        if labelled:
+            labels = batch.labels  # (B, A) 1, 0 or -1
+            real_features, real_p = the_judge(pixels)
+            _, recon_p = the_judge(recon)
+            known = labels >= 0
+            out.real_right = _add(out.real_right, ((real_p > 0.5) == labels) & known)
+            out.recon_right = _add(out.recon_right, ((recon_p > 0.5) == labels) & known)
+            out.known = _add(out.known, known)
+            features.append(real_features[: max(0, n_fid - count)])
+            wanted = max(0, config.edit_images - count)
+            if wanted:
+                edit_codes.append(z_mean[:wanted].numpy())
+                code_labels.append(labels[:wanted])
+        count += len(pixels)
     values = {name: total / count for name, total in sums.items()}
     out.metrics = {
         "num_examples": count,
@@ -356,22 +358,26 @@ def _reconstruction_pass(
     }
     if labelled:
         out.judge_features = np.concatenate(features)
-        out.edit_codes = np.concatenate(codes) if codes else np.zeros((0, model.network.z_dim))
+        out.edit_codes = (
+            np.concatenate(edit_codes) if edit_codes else np.zeros((0, model.network.z_dim))
+        )
         out.edit_labels = np.concatenate(code_labels) if code_labels else None
     return out
 
 
 def _losses_function(model: keras.Model):
-    """images (B, H, W, C), seed (2,) -> VAE.compute_losses of one z sample per image.
+    """images (B, H, W, C), z_mean and z_log_var (B, z_dim), seed (2,) -> VAE.compute_losses
+    of one z sample per image.
 
     Like the model's test_step, but the noise comes from the evaluation's seed, not the
     model's sampling state: two evaluations with one seed give the same numbers.
     """
-    functions = model.__dict__.setdefault("_evaluation_functions", {})
+    functions = model.__dict__.setdefault("_facevae_functions", {})
     if "losses" not in functions:
 
-        def losses(images: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
-            z_mean, z_log_var = model.encode(images)  # (B, z_dim) each
+        def losses(
+            images: tf.Tensor, z_mean: tf.Tensor, z_log_var: tf.Tensor, seed: tf.Tensor
+        ) -> dict[str, tf.Tensor]:
             z = z_mean
             if model.mode == "vae":
                 noise = tf.random.stateless_normal(tf.shape(z_mean), seed, dtype=z_mean.dtype)
@@ -398,7 +404,7 @@ def _decode_batches(model: keras.Model, z: np.ndarray, batch_size: int):
 
 def _compiled(model: keras.Model, name: str):
     """tf.function of a model method, made once per model (a new one would retrace)."""
-    functions = model.__dict__.setdefault("_evaluation_functions", {})
+    functions = model.__dict__.setdefault("_facevae_functions", {})
     if name not in functions:
         functions[name] = tf.function(getattr(model, name), reduce_retracing=True)
     return functions[name]
@@ -432,7 +438,7 @@ def _generated_features(
 
 def _real_statistics(
     network: inception.FeatureNetwork,
-    data_dir: str,
+    manifest: schema.Manifest,
     split: str,
     n: int,
     cache_dir: str,
@@ -444,22 +450,20 @@ def _real_statistics(
     One cache file per dataset folder and split: a changed dataset overwrites it.
     """
     folder = os.path.join(cache_dir, FID_STATS_SUBDIR)
-    path = os.path.join(folder, f"{split}-{fingerprint.of_path(data_dir)}.npz")
-    key = (
-        f"data={fingerprint.of_split(data_dir, split)} network={network.digest or network.name}"
-        f" n={n}"
-    )
+    where = hashlib.sha256(os.path.abspath(manifest.data_dir).encode()).hexdigest()[:12]
+    path = os.path.join(folder, f"{split}-{where}.npz")
+    key = f"data={manifest.split(split).fingerprint} network={network.digest or network.name} n={n}"
     if os.path.isfile(path):
         try:
-            with np.load(path) as cached:
+            with np.load(path, allow_pickle=False) as cached:
                 if str(cached["key"]) == key:
                     return cached["mu"], cached["sigma"], cached["features"], "cached"
-        except (OSError, ValueError, KeyError) as e:
-            print(f"ignoring unreadable {path} ({e})", file=sys.stderr)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            print(f"ignoring unreadable {path} ({str(e)[:80]})", file=sys.stderr)
     features, count = [], 0
     progress = Progress(n, f"Inception on {split}")
-    ds = dataset.load(data_dir, split, batch_size, training=False, cache="none")
-    with dataset.explain_corrupt_shards(data_dir):
+    ds = dataset.load(manifest, split, batch_size, training=False, cache="none")
+    with dataset.explain_corrupt_shards(manifest):
         for images in ds:
             images = to_uint8(images[: n - count].numpy())  # (B, H, W, C), exact: k/255 -> k
             features.append(network.features(images))
@@ -471,14 +475,9 @@ def _real_statistics(
     features = np.concatenate(features)
     mu, sigma = analysis.gaussian_stats(features)
     try:
-        os.makedirs(folder, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp.npz"
-        np.savez(tmp, mu=mu, sigma=sigma, features=features, key=np.array(key))
-        os.replace(tmp, path)
+        files.write_npz(path, mu=mu, sigma=sigma, features=features, key=np.array(key))
     except OSError as e:
-        print(
-            f"could not cache the real-image statistics in {folder} ({e.strerror})", file=sys.stderr
-        )
+        print(f"the real-image statistics were not cached ({e})", file=sys.stderr)
     return mu, sigma, features, "computed"
 
 
@@ -488,8 +487,7 @@ def _judge_results(
     judge_error: str | None,
     recon: _Reconstructions,
     generated: np.ndarray | None,
-    codes: np.ndarray | None,
-    train_labels: np.ndarray | None,
+    vectors: codes.AttributeVectors | None,
     config: EvalConfig,
 ) -> dict[str, Any]:
     keys = (
@@ -514,8 +512,9 @@ def _judge_results(
     if measured.any():
         results["judge_real_accuracy"] = float(real_accuracy[measured].mean())
         results["judge_recon_accuracy"] = float(recon_accuracy[measured].mean())
-    vectors = analysis.attribute_vectors(codes, train_labels)  # (A, z_dim), NaN if undefined
-    edits = _edit_success(model, the_judge, vectors, recon.edit_codes, recon.edit_labels, config)
+    edits = _edit_success(
+        model, the_judge, vectors.vectors, recon.edit_codes, recon.edit_labels, config
+    )
     results.update(edits)
     results["judge_attributes"] = int(measured.sum())
     results["judge_dir"] = the_judge.directory

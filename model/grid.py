@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
-from PIL import Image
+
+from facevae.pipeline import files
 
 PAD = 2  # pixels between cells
 PAD_VALUE = 255  # white gutters
@@ -44,16 +44,5 @@ def make_grid(images: np.ndarray, cols: int | None = None, scale: int = 1) -> np
 
 
 def save_grid(images: np.ndarray, path: str, cols: int | None = None, scale: int = 1) -> str:
-    """Writes `make_grid(images, cols, scale)` as a PNG atomically; returns the path."""
-    grid = make_grid(images, cols, scale)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    try:
-        Image.fromarray(grid.squeeze(-1) if grid.shape[-1] == 1 else grid).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    """Writes `make_grid(images, cols, scale)` as a PNG, whole or not at all; returns the path."""
+    return files.write_png(path, make_grid(images, cols, scale))

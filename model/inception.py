@@ -43,7 +43,8 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from facevae.pipeline.schema import file_sha256, write_bytes_atomic
+from facevae.pipeline import files
+from facevae.pipeline.schema import file_sha256
 
 TTUR_URL = (
     "https://storage.googleapis.com/download.tensorflow.org/models/image/imagenet/"
@@ -127,7 +128,7 @@ def load(source: str, cache_dir: str) -> FeatureNetwork:
 
 def _load(source: str, cache_dir: str) -> FeatureNetwork:
     if source == "none":
-        raise NoInceptionError("--inception_weights=none")
+        raise NoInceptionError("`inception_weights`=none")
     if source == "ttur":
         graph = read_graph(cached_graph(cache_dir))
         return graph_network(graph, hashlib.sha256(graph).hexdigest())
@@ -218,7 +219,7 @@ def cached_graph(cache_dir: str) -> str:
         raise NoInceptionError(
             f"the TTUR Inception is not in {folder} and downloading it failed at {when} "
             f"({previous.get('reason')}); not retried for a day: delete {failed} to retry, or "
-            f"pass --inception_weights /path/to/{GRAPH_FILE} (or the .tgz from {TTUR_URL})"
+            f"pass `inception_weights` /path/to/{GRAPH_FILE} (or the .tgz from {TTUR_URL})"
         )
     os.makedirs(folder, exist_ok=True)
     print(f"downloading the TTUR Inception graph from {TTUR_URL}", file=sys.stderr)
@@ -232,15 +233,15 @@ def cached_graph(cache_dir: str) -> str:
     except (OSError, InceptionFileError, tarfile.TarError) as e:
         reason = f"{type(e).__name__}: {e}"
         with contextlib.suppress(OSError):
-            write_bytes_atomic(failed, json.dumps({"time": time.time(), "reason": reason}).encode())
+            files.write_bytes(failed, json.dumps({"time": time.time(), "reason": reason}).encode())
         raise NoInceptionError(
-            f"the TTUR Inception could not be downloaded ({reason}); pass --inception_weights "
+            f"the TTUR Inception could not be downloaded ({reason}); pass `inception_weights` "
             f"/path/to/{GRAPH_FILE} or the .tgz from {TTUR_URL} (it is tried again in a day, "
             f"or at once after deleting {failed})"
         ) from e
-    write_bytes_atomic(path, graph)
+    files.write_bytes(path, graph)
     digest = hashlib.sha256(graph).hexdigest()
-    write_bytes_atomic(recorded, digest.encode())
+    files.write_bytes(recorded, digest.encode())
     with contextlib.suppress(OSError):
         os.remove(failed)
     print(f"saved {path} (sha256 {digest})", file=sys.stderr)
@@ -302,7 +303,7 @@ def keras_network(weights: str) -> FeatureNetwork:
         if weights == "imagenet":
             raise NoInceptionError(
                 f"keras could not download the InceptionV3 ImageNet weights ({type(e).__name__}:"
-                f" {e}); pass --inception_weights /path/to/{GRAPH_FILE}"
+                f" {e}); pass `inception_weights` /path/to/{GRAPH_FILE}"
             ) from e
         raise InceptionFileError(
             f"{weights} is not keras InceptionV3 no-top weights ({type(e).__name__}: {e})"

@@ -27,11 +27,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from facevae.model import fingerprint
-from facevae.pipeline import dataset, schema
-from facevae.pipeline.atomic import fresh_temp_dir, move_into_place
+from facevae.pipeline import dataset, files, schema
 
-JUDGE_SUBDIR = "judge"
 MODEL_FILE = "judge.keras"
 REPORT_FILE = "judge.json"
 FEATURES = 128  # width of the feature layer the judge's Fréchet distance is measured in
@@ -40,15 +37,16 @@ LABEL_BATCH = 1024
 
 
 class JudgeError(ValueError):
-    """No usable judge: the message names the folder and the command that makes one."""
+    """No usable judge: the message names the folder and why. `judge_data_dir` is the
+    dataset a judge should be trained for, when training one (again) is the fix."""
+
+    def __init__(self, message: str, judge_data_dir: str | None = None) -> None:
+        super().__init__(message)
+        self.judge_data_dir = judge_data_dir
 
 
 def default_dir(data_dir: str) -> str:
-    return os.path.join(data_dir, JUDGE_SUBDIR)
-
-
-def train_command(data_dir: str) -> str:
-    return f"python -m tools.train_judge --data_dir {data_dir}"
+    return os.path.join(data_dir, schema.JUDGE_DIR)
 
 
 @dataclasses.dataclass
@@ -64,7 +62,7 @@ class JudgeReport:
     num_held_out: int
     epochs: int
     image_shape: list[int]
-    train_fingerprint: str  # model.fingerprint.of_split of the train split it learned from
+    train_fingerprint: str  # the fingerprint of the train split it learned from
 
     @property
     def mean_accuracy(self) -> float:
@@ -146,19 +144,18 @@ def masked_loss(active: np.ndarray):
 # --------------------------------------------------------------------------- labels
 
 
-def label_counts(data_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+def label_counts(manifest: schema.Manifest, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Per attribute, the number of positive and of known labels in a split: (A,), (A,).
 
     Reads the label field only (no image decoding), so a pass over CelebA takes seconds.
     """
-    manifest = schema.read_manifest(data_dir)
-    names = manifest.get("attribute_names") or []
-    info = schema.split_info(manifest, split, data_dir)
-    files = [os.path.join(data_dir, shard["name"]) for shard in info["shards"]]
-    spec = {schema.KEY_ATTRIBUTES: schema.feature_spec(len(names))[schema.KEY_ATTRIBUTES]}
-    records = tf.data.TFRecordDataset(files, compression_type=manifest.get("compression") or "")
-    positives, known = np.zeros(len(names)), np.zeros(len(names))
-    with dataset.explain_corrupt_shards(data_dir):
+    count = len(manifest.attribute_names)
+    spec = {schema.KEY_ATTRIBUTES: schema.feature_spec(count)[schema.KEY_ATTRIBUTES]}
+    records = tf.data.TFRecordDataset(
+        manifest.shard_paths(split), compression_type=manifest.compression or ""
+    )
+    positives, known = np.zeros(count), np.zeros(count)
+    with dataset.explain_corrupt_shards(manifest):
         for batch in records.batch(LABEL_BATCH).map(lambda s: tf.io.parse_example(s, spec)):
             labels = batch[schema.KEY_ATTRIBUTES].numpy()  # (B, A) 1, 0 or -1
             positives += (labels == 1).sum(0)
@@ -183,25 +180,46 @@ class Judge:
         return features.numpy(), tf.sigmoid(logits).numpy()
 
 
-def load(directory: str, data_dir: str) -> Judge:
-    """The judge stored in `directory`; JudgeError with the command to train one if absent."""
+MAX_REPORT_BYTES = 1 << 20  # ours are a few KB
+
+
+def load(directory: str, manifest: schema.Manifest) -> Judge:
+    """The judge stored in `directory` for this dataset; JudgeError saying why not, if not:
+    absent, unreadable, or made for other images or another version of the train split."""
+    data_dir = manifest.data_dir
     model_path, report_path = (os.path.join(directory, f) for f in (MODEL_FILE, REPORT_FILE))
     if not (os.path.isfile(model_path) and os.path.isfile(report_path)):
-        raise JudgeError(f"no judge in {directory}: train one with `{train_command(data_dir)}`")
+        raise JudgeError(f"no judge in {directory}: train one", data_dir)
     try:
+        if os.path.getsize(report_path) > MAX_REPORT_BYTES:
+            raise ValueError(f"{REPORT_FILE} is over {MAX_REPORT_BYTES:,} bytes")
         with open(report_path) as f:
             report = JudgeReport.from_dict(json.load(f))
-        model = keras.models.load_model(model_path, compile=False)
-    except (OSError, ValueError, TypeError, KeyError) as e:
+        model = keras.models.load_model(model_path, compile=False, safe_mode=True)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        reason = " ".join(f"{type(e).__name__}: {e}".split())[:160]
         raise JudgeError(
-            f"the judge in {directory} cannot be read ({type(e).__name__}: {e}): "
-            f"train it again with `{train_command(data_dir)}`"
+            f"the judge in {directory} cannot be read ({reason}): train it again", data_dir
         ) from e
+    if tuple(report.image_shape) != manifest.image_shape:
+        raise JudgeError(
+            f"the judge in {directory} takes {tuple(report.image_shape)} images, the "
+            f"dataset holds {manifest.image_shape}: train it again",
+            data_dir,
+        )
+    if not manifest.has_split("train") or (
+        report.train_fingerprint != manifest.split("train").fingerprint
+    ):
+        raise JudgeError(
+            f"the judge in {directory} learned from another version of the train split: "
+            "train it again",
+            data_dir,
+        )
     return Judge(model, report, directory)
 
 
 def train(
-    data_dir: str,
+    manifest: schema.Manifest,
     out_dir: str | None = None,
     *,
     epochs: int = 10,
@@ -213,30 +231,29 @@ def train(
 ) -> JudgeReport:
     """Trains a judge on the train split, measures it on the held-out split, and stores both
     in `out_dir` (default DIR/judge/), replacing a previous judge only once complete."""
+    data_dir = manifest.data_dir
     out_dir = out_dir or default_dir(data_dir)
-    manifest = schema.read_manifest(data_dir)
-    names = list(manifest.get("attribute_names") or [])
+    names = list(manifest.attribute_names)
     if not names:
         raise JudgeError(
-            f"{schema.manifest_path(data_dir)} lists no attributes: the judge learns from "
-            "attribute labels, so prepare a labelled source (CelebA's list_attr_celeba.txt)"
+            f"{manifest.path} lists no attributes: the judge learns from attribute labels, "
+            "so prepare a labelled source (CelebA's list_attr_celeba.txt)"
         )
-    splits = manifest.get("splits", {})
-    held_out = next((s for s in HELD_OUT_SPLITS if splits.get(s, {}).get("num_examples")), None)
+    held_out = next((s for s in HELD_OUT_SPLITS if manifest.has_split(s)), None)
     if held_out is None:
         raise JudgeError(f"{data_dir} has no validation or test split to measure the judge on")
-    image_shape = tuple(dataset.image_shape(data_dir))
-    num_train = dataset.num_examples(data_dir, "train")
-    positives, known = label_counts(data_dir, "train")
+    image_shape = manifest.image_shape
+    num_train = manifest.num_examples("train")
+    positives, known = label_counts(manifest, "train")
     constant = (positives == 0) | (positives == known)  # includes "no label known"
     if constant.all():
         raise JudgeError(f"every attribute of {data_dir}'s train split has a single value")
     active = ~constant
-    try:  # before training, not after it: a read-only dataset folder needs --out
-        tmp = fresh_temp_dir(out_dir)
+    try:  # before training, not after it: a read-only dataset folder needs another `out`
+        tmp = files.fresh_temp_dir(out_dir)
     except OSError as e:
         raise JudgeError(
-            f"cannot write the judge beside {out_dir} ({e.strerror}): pass --out a writable folder"
+            f"cannot write the judge beside {out_dir} ({e.strerror}): give `out` a writable folder"
         ) from e
     try:
         keras.utils.set_random_seed(seed)
@@ -245,7 +262,7 @@ def train(
         trainer.compile(keras.optimizers.Adam(learning_rate), loss=masked_loss(active))
         batch_size = max(1, min(batch_size, num_train))
         train_ds = dataset.load(
-            data_dir,
+            manifest,
             "train",
             batch_size,
             training=True,
@@ -255,7 +272,7 @@ def train(
             flip=True,
         )
         # Keras prints progress on stdout, which a command line keeps for its results.
-        with dataset.explain_corrupt_shards(data_dir), contextlib.redirect_stdout(sys.stderr):
+        with dataset.explain_corrupt_shards(manifest), contextlib.redirect_stdout(sys.stderr):
             trainer.fit(
                 train_ds,
                 epochs=epochs,
@@ -263,9 +280,9 @@ def train(
                 shuffle=False,  # the dataset shuffles itself
                 verbose=verbose,
             )
-            accuracy, count = _held_out_accuracy(judge, data_dir, held_out, batch_size)
+            accuracy, count = _held_out_accuracy(judge, manifest, held_out, batch_size)
         majority = (positives * 2 >= known).astype(np.float32)  # (A,) the training majority
-        held_positives, held_known = label_counts(data_dir, held_out)
+        held_positives, held_known = label_counts(manifest, held_out)
         majority_right = np.where(majority == 1, held_positives, held_known - held_positives)
         with np.errstate(invalid="ignore", divide="ignore"):
             baseline = majority_right / held_known
@@ -284,7 +301,7 @@ def train(
             num_held_out=count,
             epochs=epochs,
             image_shape=list(image_shape),
-            train_fingerprint=fingerprint.of_split(data_dir, "train"),
+            train_fingerprint=manifest.split("train").fingerprint,
         )
         _store(judge, report, tmp, out_dir)
     except BaseException:
@@ -294,12 +311,12 @@ def train(
 
 
 def _held_out_accuracy(
-    judge: keras.Model, data_dir: str, split: str, batch_size: int
+    judge: keras.Model, manifest: schema.Manifest, split: str, batch_size: int
 ) -> tuple[np.ndarray, int]:
     """Accuracy per attribute over the known labels of a split (NaN where none is known)."""
     right, known, count = 0.0, 0.0, 0
     for images, labels in dataset.load(
-        data_dir, split, batch_size, training=False, cache="none", with_labels=True
+        manifest, split, batch_size, training=False, cache="none", with_labels=True
     ):
         _, logits = judge(images, training=False)
         labels = labels.numpy()
@@ -314,6 +331,6 @@ def _held_out_accuracy(
 def _store(judge: keras.Model, report: JudgeReport, tmp: str, out_dir: str) -> None:
     """judge.keras and judge.json written into `tmp`, swapped in at `out_dir` as one folder."""
     judge.save(os.path.join(tmp, MODEL_FILE))
-    schema.write_json_atomic(os.path.join(tmp, REPORT_FILE), report.to_dict())
-    move_into_place(tmp, out_dir)
+    files.write_json(os.path.join(tmp, REPORT_FILE), report.to_dict())
+    files.move_into_place(tmp, out_dir)
     print(f"judge stored in {out_dir}", file=sys.stderr)

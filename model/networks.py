@@ -21,11 +21,30 @@ import tensorflow as tf
 
 NORMS = ("batch", "none")
 ACTIVATIONS = ("leaky_relu", "relu", "elu", "gelu", "silu", "tanh")
+MAX_UNITS = 1 << 16  # widths and latent sizes beyond this are a typo, not a model
 
 
-def _positive_ints(name: str, values: tuple[int, ...]) -> None:
-    if not values or any(not isinstance(v, int) or v <= 0 for v in values):
-        raise ValueError(f"NetworkConfig.{name}={values!r}: give positive integers.")
+class ConfigError(ValueError):
+    """A model setting that cannot be built: `field` names it (the flag of the same name),
+    `problem` says what to give instead; the message is `<owner>.<field>=<value>: <problem>`."""
+
+    def __init__(
+        self, owner: str, field: str, value: Any, problem: str, message: str | None = None
+    ) -> None:
+        super().__init__(message or f"{owner}.{field}={_short(value)}: {problem}")
+        self.field, self.value, self.problem = field, value, problem
+
+
+def _positive_ints(name: str, values: tuple[int, ...], most: int = MAX_UNITS) -> None:
+    if not values or any(
+        isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= most for v in values
+    ):
+        raise ConfigError("NetworkConfig", name, values, f"give positive integers (<= {most:,}).")
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,34 +73,47 @@ class NetworkConfig:
 
     def __post_init__(self) -> None:
         # JSON gives lists: store tuples so the config stays hashable and comparable.
-        object.__setattr__(self, "image_shape", tuple(self.image_shape))
-        object.__setattr__(self, "filters", tuple(self.filters))
+        for name in ("image_shape", "filters"):  # JSON gives lists; a hostile file gives anything
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError("NetworkConfig", name, value, "give a list.")
+            object.__setattr__(self, name, tuple(value))
         if len(self.image_shape) != 3:
-            raise ValueError(
-                f"NetworkConfig.image_shape={self.image_shape!r}: give (height, width, channels)."
+            raise ConfigError(
+                "NetworkConfig", "image_shape", self.image_shape, "give (height, width, channels)."
             )
         _positive_ints("image_shape", self.image_shape)
+        if len(self.filters) > 8:  # each halves the image: 2**8 = 256 pixels already
+            raise ConfigError("NetworkConfig", "filters", self.filters, "give at most 8.")
         _positive_ints("filters", self.filters)
-        _positive_ints("kernel_size", (self.kernel_size,))
+        _positive_ints("kernel_size", (self.kernel_size,), most=15)
         _positive_ints("z_dim", (self.z_dim,))
-        if not isinstance(self.dense_units, int) or self.dense_units < 0:
-            raise ValueError(
-                f"NetworkConfig.dense_units={self.dense_units!r}: give 0 (no extra Dense) "
-                "or a positive integer."
+        if (
+            isinstance(self.dense_units, bool)
+            or not isinstance(self.dense_units, int)
+            or not 0 <= self.dense_units <= MAX_UNITS
+        ):
+            raise ConfigError(
+                "NetworkConfig",
+                "dense_units",
+                self.dense_units,
+                f"give 0 (no extra Dense) or a positive integer (<= {MAX_UNITS:,}).",
             )
         if self.norm not in NORMS:
-            raise ValueError(f"NetworkConfig.norm={self.norm!r}: use one of {NORMS}.")
+            raise ConfigError("NetworkConfig", "norm", self.norm, f"use one of {NORMS}.")
         if self.activation not in ACTIVATIONS:
-            raise ValueError(
-                f"NetworkConfig.activation={self.activation!r}: use one of {ACTIVATIONS}."
+            raise ConfigError(
+                "NetworkConfig", "activation", self.activation, f"use one of {ACTIVATIONS}."
             )
         factor = 2 ** len(self.filters)
         height, width, _ = self.image_shape
         if height % factor or width % factor:
-            raise ValueError(
-                f"NetworkConfig.image_shape={self.image_shape!r}: height and width must be "
-                f"divisible by 2**len(filters)={factor} (filters={self.filters!r}); resize "
-                "the images or use fewer filters."
+            raise ConfigError(
+                "NetworkConfig",
+                "filters",
+                self.filters,
+                f"the image_shape {self.image_shape!r} needs height and width divisible by "
+                f"2**len(filters)={factor}; resize the images or use fewer filters.",
             )
 
     @property
@@ -100,11 +132,14 @@ class NetworkConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NetworkConfig:
         """The inverse of to_dict; unknown keys are an error."""
+        if not isinstance(d, dict):
+            raise ConfigError("NetworkConfig", "network", d, "give an object.")
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(
-                f"NetworkConfig: unknown keys {unknown}; known keys are {sorted(known)}."
+            problem = f"unknown keys {_short(unknown)}; known keys are {sorted(known)}."
+            raise ConfigError(
+                "NetworkConfig", unknown[0], d[unknown[0]], problem, f"NetworkConfig: {problem}"
             )
         return cls(**d)
 

@@ -19,19 +19,18 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-import tempfile
+import zipfile
 
 import keras
 import numpy as np
 
-from facevae.model import fingerprint
-from facevae.model.console import Progress
-from facevae.pipeline import dataset
+from facevae.model import codes as latent_codes
+from facevae.pipeline import files, schema
 
 PRIORS = ("normal", "gmm")
 GMM_FILE = "prior_gmm.npz"
 DEFAULT_COMPONENTS = 10  # Ghosh et al. (2020)
-GMM_MAX_CODES = 10_000  # EM costs N * K * D^2 per iteration: a fit in about a minute on a CPU
+GMM_MAX_CODES = latent_codes.TRAIN_CODES  # EM costs N * K * D^2 per iteration: ~a minute
 REG_COVAR = 1e-6  # added to every covariance's diagonal: collapsed latent dims stay invertible
 KMEANS_ITERATIONS = 10
 
@@ -61,28 +60,29 @@ class GaussianMixture:
         return _logsumexp(_component_log_densities(self, np.asarray(z, np.float64)), axis=1)
 
     def save(self, path: str, key: str) -> None:
-        """Writes the mixture and its cache key to an .npz, atomically."""
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(
-                    f,
-                    weights=self.weights,
-                    means=self.means,
-                    covariances=self.covariances,
-                    key=np.array(key),
-                )
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        """Writes the mixture and its cache key to an .npz, whole or not at all."""
+        files.write_npz(
+            path,
+            weights=self.weights,
+            means=self.means,
+            covariances=self.covariances,
+            key=np.array(key),
+        )
 
     @classmethod
     def load(cls, path: str) -> tuple[GaussianMixture, str]:
-        with np.load(path) as f:
-            return cls(f["weights"], f["means"], f["covariances"]), str(f["key"])
+        """A saved mixture and its key; ValueError if the file is not one (never unpickled)."""
+        with np.load(path, allow_pickle=False) as f:
+            gmm = cls(f["weights"], f["means"], f["covariances"])
+            key = str(f["key"])
+        k, d = gmm.means.shape if gmm.means.ndim == 2 else (0, 0)
+        if (
+            gmm.weights.shape != (k,)
+            or gmm.covariances.shape != (k, d, d)
+            or not all(np.isfinite(a).all() for a in (gmm.weights, gmm.means, gmm.covariances))
+        ):
+            raise ValueError("the arrays do not make a finite Gaussian mixture")
+        return gmm, key
 
 
 # --------------------------------------------------------------------------- EM
@@ -167,88 +167,69 @@ def fit_gmm(
     return gmm
 
 
-# --------------------------------------------------------------------------- a run's codes
+# --------------------------------------------------------------------------- a run's mixture
 
 
-def encode_means(
-    model: keras.Model,
-    data_dir: str,
-    split: str,
-    batch_size: int,
-    limit: int,
-    with_labels: bool = False,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """z_mean (N, D) float32 of the first `limit` images of a split (0: all), in order, and
-    their attributes (N, A) (1 has, 0 lacks, -1 unknown) when asked."""
-    ds = dataset.load(
-        data_dir, split, batch_size, training=False, cache="none", with_labels=with_labels
-    )
-    total = dataset.num_examples(data_dir, split)
-    total = min(total, limit) if limit else total
-    progress = Progress(total, f"encode {split}")
-    means, labels = [], []
-    with dataset.explain_corrupt_shards(data_dir):
-        for batch in ds:
-            images, attributes = batch if with_labels else (batch, None)
-            take = total - progress.count
-            z_mean, _ = model.encode(images[:take])
-            means.append(z_mean.numpy())
-            if with_labels:
-                labels.append(attributes.numpy()[:take])
-            progress.update(len(means[-1]))
-            if progress.count >= total:
-                break
-    progress.close()
-    return np.concatenate(means), (np.concatenate(labels) if with_labels else None)
-
-
-def gmm_key(model: keras.Model, data_dir: str, components: int, seed: int) -> str:
+def gmm_key(model: keras.Model, manifest: schema.Manifest, components: int, seed: int) -> str:
     return (
-        f"weights={fingerprint.of_weights(model)} train={fingerprint.of_split(data_dir, 'train')}"
-        f" codes={GMM_MAX_CODES} components={components} seed={seed}"
+        f"weights={latent_codes.weights_fingerprint(model)} "
+        f"train={manifest.split('train').fingerprint} codes={GMM_MAX_CODES} "
+        f"components={components} seed={seed}"
     )
+
+
+def cached_gmm(
+    model: keras.Model,
+    workdir: str,
+    manifest: schema.Manifest,
+    *,
+    components: int = DEFAULT_COMPONENTS,
+    seed: int = 0,
+) -> GaussianMixture | None:
+    """The mixture cached in <workdir>/prior_gmm.npz for these weights, data and settings."""
+    path = os.path.join(workdir, GMM_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        cached, cached_key = GaussianMixture.load(path)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # a kill, or foreign
+        print(f"prior: ignoring unreadable {path} ({str(e)[:80]})", file=sys.stderr)
+        return None
+    return cached if cached_key == gmm_key(model, manifest, components, seed) else None
 
 
 def workdir_gmm(
     model: keras.Model,
     workdir: str,
-    data_dir: str,
+    manifest: schema.Manifest,
     *,
     components: int = DEFAULT_COMPONENTS,
     seed: int = 0,
     batch_size: int = 64,
-    codes: np.ndarray | None = None,
+    codes: latent_codes.Codes | None = None,
 ) -> GaussianMixture:
     """The run's mixture prior: from <workdir>/prior_gmm.npz when it was fitted for these
     weights, data and settings, else fitted now (on `codes` if given: the z_mean of the first
     GMM_MAX_CODES training images) and cached there. A read-only workdir is not an error."""
-    path = os.path.join(workdir, GMM_FILE)
-    key = gmm_key(model, data_dir, components, seed)
-    if os.path.isfile(path):
-        try:
-            cached, cached_key = GaussianMixture.load(path)
-        except (OSError, ValueError, KeyError) as e:  # truncated by a kill, or foreign
-            print(f"prior: ignoring unreadable {path} ({e})", file=sys.stderr)
-        else:
-            if cached_key == key:
-                return cached
+    cached = cached_gmm(model, workdir, manifest, components=components, seed=seed)
+    if cached is not None:
+        return cached
     if codes is None:
-        codes, _ = encode_means(model, data_dir, "train", batch_size, GMM_MAX_CODES)
-    gmm = fit_gmm(codes, components, seed)
+        codes = latent_codes.encode_split(
+            model, manifest, "train", batch_size=batch_size, limit=GMM_MAX_CODES
+        )
+    gmm = fit_gmm(codes.z_mean, components, seed)
     print(
-        f"prior: fitted a {len(gmm.weights)}-component Gaussian mixture on {len(codes)} "
+        f"prior: fitted a {len(gmm.weights)}-component Gaussian mixture on {len(codes.z_mean)} "
         "training codes",
         file=sys.stderr,
     )
+    path = os.path.join(workdir, GMM_FILE)
     try:
-        gmm.save(path, key)
+        gmm.save(path, gmm_key(model, manifest, components, seed))
         print(f"prior: cached in {path}", file=sys.stderr)
     except OSError as e:
-        print(
-            f"prior: could not cache the mixture in {path} ({e.strerror}); it is refitted "
-            "next time",
-            file=sys.stderr,
-        )
+        print(f"prior: not cached ({e}); it is refitted next time", file=sys.stderr)
     return gmm
 
 

@@ -35,13 +35,14 @@ compiled away; the loss is then NaN, which the trainer's per-step loss check cat
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 import keras
 import tensorflow as tf
 
-from facevae.model.networks import NetworkConfig, build_decoder, build_encoder
+from facevae.model.networks import ConfigError, NetworkConfig, build_decoder, build_encoder
 
 MODES = ("vae", "ae")
 RECONSTRUCTION_LOSSES = ("bce", "mse")
@@ -56,8 +57,11 @@ NON_FINITE_INPUT = (
 class Sampling(keras.layers.Layer):
     """z = z_mean + exp(z_log_var / 2) * eps with eps ~ N(0, I); reproducible with a seed.
 
-    Under tf.distribute each replica folds its replica id into the seed, so replicas draw
-    independent noise for their parts of the batch.
+    Given a `step` (the training step), eps is drawn from (seed, step) alone: the noise of
+    a step is the same in a run resumed from a checkpoint as in one that never stopped.
+    Without one, it comes from the layer's seed generator. Under tf.distribute each replica
+    folds its replica id into the seed, so replicas draw independent noise for their parts
+    of the batch.
     """
 
     def __init__(self, seed: int | None = None, **kwargs: Any) -> None:
@@ -66,9 +70,13 @@ class Sampling(keras.layers.Layer):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def call(self, inputs: list[tf.Tensor]) -> tf.Tensor:
+    def call(self, inputs: list[tf.Tensor], step: tf.Tensor | None = None) -> tf.Tensor:
         z_mean, z_log_var = inputs  # (B, z_dim) each
-        seed = self.seed_generator.next()
+        if step is not None and self.seed is not None:
+            key = tf.constant([self.seed, 0], tf.int64)
+            seed = tf.random.experimental.stateless_fold_in(key, tf.cast(step, tf.int64))
+        else:
+            seed = self.seed_generator.next()
         if tf.distribute.get_strategy().num_replicas_in_sync > 1:
             replica_id = tf.distribute.get_replica_context().replica_id_in_sync_group
             seed = tf.random.experimental.stateless_fold_in(seed, replica_id)
@@ -83,8 +91,80 @@ class Sampling(keras.layers.Layer):
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"VAE {name}={value!r}: use one of {choices}.")
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError("VAE", name, value, f"use one of {choices}.")
+
+
+MAX_SEED = 2**32 - 1
+VALIDATION_NOISE = 1 << 40  # offsets the step a validation's noise is drawn from
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Every setting of a VAE: its networks and its loss; config.json's "model".
+
+    Checked on construction (the networks by NetworkConfig): the one place a model setting
+    is validated, whether it comes from flags, a notebook or a stored config.json. Each
+    problem is a ConfigError naming the setting.
+    """
+
+    network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)
+    mode: str = "vae"
+    # The original recipe's fact * mean(1 + log var - mu^2 - var) = 6.5e-4 has no 1/2: it is
+    # 1.3e-3 on the mean KL (beta = kl_weight * H*W*C / z_dim on the ELBO, 0.14 at z_dim 256).
+    kl_weight: float = 1.3e-3
+    kl_warmup_steps: int = 0
+    reconstruction_loss: str = "bce"
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.network, dict):
+            object.__setattr__(self, "network", NetworkConfig.from_dict(self.network))
+        elif not isinstance(self.network, NetworkConfig):
+            raise ConfigError("VAE", "network", self.network, "give a NetworkConfig or its dict.")
+        _check_choice("mode", self.mode, MODES)
+        _check_choice("reconstruction_loss", self.reconstruction_loss, RECONSTRUCTION_LOSSES)
+        weight = self.kl_weight
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, (int, float))
+            or not (math.isfinite(weight) and weight >= 0)
+        ):
+            raise ConfigError("VAE", "kl_weight", weight, "give a finite number >= 0.")
+        object.__setattr__(self, "kl_weight", float(weight))
+        steps = self.kl_warmup_steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps < 2**62:
+            raise ConfigError(
+                "VAE",
+                "kl_warmup_steps",
+                steps,
+                "give 0 (no warm-up) or a positive number of steps.",
+            )
+        seed = self.seed
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED
+        ):
+            raise ConfigError("VAE", "seed", seed, f"give 0..{MAX_SEED} or None.")
+
+    @property
+    def beta(self) -> float:
+        """The weight of the KL on the usual ELBO: kl_weight * H*W*C / z_dim."""
+        return self.kl_weight * math.prod(self.network.image_shape) / self.network.z_dim
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "network": self.network.to_dict()}
+
+    @classmethod
+    def from_dict(cls, values: Any) -> ModelConfig:
+        """The inverse of to_dict; unknown keys or wrong types are a ConfigError."""
+        if not isinstance(values, dict):
+            raise ConfigError("VAE", "model", values, "give an object.")
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            problem = f"unknown keys {unknown}; known keys are {sorted(known)}."
+            raise ConfigError("VAE", unknown[0], values[unknown[0]], problem, f"VAE: {problem}")
+        return cls(**values)
 
 
 @keras.saving.register_keras_serializable(package="facevae")
@@ -114,22 +194,17 @@ class VAE(keras.Model):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if network is None:
-            network = NetworkConfig()
-        elif isinstance(network, dict):
-            network = NetworkConfig.from_dict(network)
-        _check_choice("mode", mode, MODES)
-        _check_choice("reconstruction_loss", reconstruction_loss, RECONSTRUCTION_LOSSES)
-        if not (math.isfinite(kl_weight) and kl_weight >= 0):
-            raise ValueError(f"VAE kl_weight={kl_weight!r}: give a finite number >= 0.")
-        if not isinstance(kl_warmup_steps, int) or kl_warmup_steps < 0:
-            raise ValueError(
-                f"VAE kl_warmup_steps={kl_warmup_steps!r}: give 0 (no warm-up) or a positive "
-                "number of steps."
-            )
-        self.network = network
+        self.config = ModelConfig(
+            network=NetworkConfig() if network is None else network,
+            mode=mode,
+            kl_weight=kl_weight,
+            kl_warmup_steps=kl_warmup_steps,
+            reconstruction_loss=reconstruction_loss,
+            seed=seed,
+        )
+        network = self.network = self.config.network
         self.mode = mode
-        self.kl_weight = float(kl_weight)
+        self.kl_weight = self.config.kl_weight
         self.kl_warmup_steps = kl_warmup_steps
         self.reconstruction_loss = reconstruction_loss
         self.seed = seed
@@ -151,11 +226,15 @@ class VAE(keras.Model):
     # Forward passes.
 
     def _forward(
-        self, images: tf.Tensor, training: bool, sample: bool
+        self, images: tf.Tensor, training: bool, sample: bool, step: tf.Tensor | None = None
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """Logits (B, H, W, C), z_mean and z_log_var (B, z_dim), all float32."""
+        """Logits (B, H, W, C), z_mean and z_log_var (B, z_dim), all float32; the noise of
+        a sample comes from `step` when given (see Sampling)."""
         z_mean, z_log_var = self.encoder(images, training=training)
-        z = self.sampling([z_mean, z_log_var]) if sample and self.mode == "vae" else z_mean
+        if sample and self.mode == "vae":
+            z = self.sampling([z_mean, z_log_var], step=step)
+        else:
+            z = z_mean
         logits = self.decoder(z, training=training)
         return tf.cast(logits, tf.float32), z_mean, z_log_var
 
@@ -241,7 +320,9 @@ class VAE(keras.Model):
         """One optimizer step on images (B, H, W, C) in [0, 1] or an (images, ...) tuple."""
         images = self._images(data)
         with tf.GradientTape() as tape:
-            logits, z_mean, z_log_var = self._forward(images, training=True, sample=True)
+            logits, z_mean, z_log_var = self._forward(
+                images, training=True, sample=True, step=self.optimizer.iterations
+            )
             values = self.compute_losses(images, logits, z_mean, z_log_var)
             # Replica gradients are summed: scale so they add up to the global mean's.
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -257,23 +338,16 @@ class VAE(keras.Model):
         In "vae" mode z is still sampled, so elbo is the usual one-sample estimate.
         """
         images = self._images(data)
-        logits, z_mean, z_log_var = self._forward(images, training=False, sample=True)
+        # Its own noise stream, also fixed by the step: validation at a step is repeatable.
+        step = None if self.optimizer is None else self.optimizer.iterations + VALIDATION_NOISE
+        logits, z_mean, z_log_var = self._forward(images, training=False, sample=True, step=step)
         values = self.compute_losses(images, logits, z_mean, z_log_var)
         return self._update_metrics(values, tf.cast(tf.shape(images)[0], tf.float32))
 
     # Serialisation.
 
     def get_config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "network": self.network.to_dict(),
-            "mode": self.mode,
-            "kl_weight": self.kl_weight,
-            "kl_warmup_steps": self.kl_warmup_steps,
-            "reconstruction_loss": self.reconstruction_loss,
-            "seed": self.seed,
-        }
+        return {"name": self.name, "trainable": self.trainable, **self.config.to_dict()}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> VAE:

@@ -1,12 +1,14 @@
-"""A run's workdir: its config, checkpoints and final model, shared by train.py and sample.py.
+"""A run's workdir: its config, checkpoints and final model, written by training and read by
+sampling, evaluation and the explorer.
 
-workdir/config.json    {"flags": {...every train.py flag...}, "model": {...VAE kwargs...}}
-workdir/ckpt/          tf.train.CheckpointManager: model, optimizer, epoch
+workdir/config.json    RunConfig: {"flags": {...every training setting...}, "model": {...}}
+workdir/ckpt/          tf.train.CheckpointManager: model, optimizer, epoch, input position
 workdir/logs/          TensorBoard: train/ and validation/
 workdir/samples/       epoch_XXXX.png grids from fixed latent vectors
 workdir/model.keras    the final model (keras.models.load_model)
 workdir/export/        SavedModel of the decoder for serving: z -> uint8 images
 workdir/.lock          held (fcntl.flock) by the one training process that owns the workdir
+workdir/.outputs       names of the other files written into it (note_output): ours too
 
 A training run calls, in this order: check_workdir, then inside `with lock(workdir):`
 recover (prints what it did), read_config, begin_overwrite when asked to start afresh (and
@@ -37,11 +39,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from facevae.model.vae import VAE
-from facevae.pipeline import atomic
-from facevae.pipeline.schema import write_json_atomic
+from facevae.model.config import RunConfig, TrainConfig
+from facevae.model.networks import ConfigError
+from facevae.model.vae import VAE, ModelConfig
+from facevae.pipeline import files
 
 CONFIG_NAME = "config.json"
 CKPT_DIR = "ckpt"
@@ -59,21 +63,19 @@ MODEL_SHAPING_KEYS = ("network", "mode", "reconstruction_loss", "kl_weight")
 MAX_CONFIG_BYTES = 1 << 20  # ours are a few KB; a bigger file is not one of ours
 MAX_LOCK_BYTES = 4096
 MAX_LISTED = 8  # foreign entries named in a message
+OUTPUTS_FILE = ".outputs"  # the names note_output recorded, one JSON list
+MAX_OUTPUTS = 4096  # names recorded; ours are a handful per tool
 
-# Files sample.py, evaluate.py and tools.make_figures write into a workdir: <mode>.png and
-# .json (eval.json, figure_run.json), and caches (attribute vectors, model.prior's mixture).
-# A new one must be listed here, or --overwrite takes a run holding it for someone else's.
-OUTPUT_NAMES = (
-    "random reconstruct interpolate attribute traverse boundary denoise stats eval figure_run"
-)
+# What the library itself writes at the top of a workdir; files other tools write there
+# (pictures, evaluation results) are recorded by note_output when they are written.
 _OURS_AT_TOP = re.compile(
-    r"config\.json|model\.keras|\.lock"
-    r"|\.tmp-.*"  # write_json_atomic, model.grid.save_grid, sample.py: temporary files
-    rf"|({'|'.join(OUTPUT_NAMES.split())})\.(png|json)|attribute_vectors_\w+\.npz|prior_gmm\.npz"
+    r"config\.json|model\.keras|\.lock|\.outputs"
+    r"|\.tmp-.*"  # pipeline.files' temporary files
+    r"|attribute_vectors_\w+\.npz|prior_gmm\.npz"  # model.codes' and model.prior's caches
 )
 _OURS_HIDDEN_DIRS = re.compile(
     rf"{re.escape(ASIDE_DIR)}(\.new|\.delete)?|\.{FINAL_STAGE}\.(incomplete|ready)"
-    r"|\.export\.(incomplete|old)"  # pipeline.atomic.move_into_place of earlier versions
+    r"|\.export\.(incomplete|old)"  # pipeline.files.move_into_place of earlier versions
     r"|\.write-test-\w+"  # check_workdir's probe
 )
 # Inside our folders: (files anywhere, folders taken whole, may other folders be entered).
@@ -110,94 +112,161 @@ def config_path(workdir: str) -> str:
     return os.path.join(workdir, CONFIG_NAME)
 
 
-def read_config(workdir: str) -> dict[str, Any]:
-    """Reads `config.json`; WorkdirError naming the file and the fix if missing or damaged."""
+def read_config(workdir: str) -> RunConfig:
+    """Reads and checks `config.json`; WorkdirError naming the file (and the key) and the
+    fix if it is missing, damaged or holds what no run of ours writes. Nothing in it is
+    imported or run: it is data, checked field by field (RunConfig, ModelConfig)."""
     path = config_path(workdir)
-    afresh = f"`python train.py --workdir {workdir} --overwrite` starts the run afresh"
+    afresh = "starting the run afresh (`overwrite`) replaces it"
     if not os.path.lexists(path):
         raise WorkdirError(
-            f"{path} does not exist, so {workdir} is not a training run: train one with "
-            f"`python train.py --data_dir DATA --workdir {workdir}` (or `python train.py --demo`)"
+            f"{path} does not exist, so {workdir} is not a training run: train one there "
+            "first (the same training command resumes)"
         )
     if not os.path.isfile(path):
-        raise WorkdirError(f"{path} is not a file: move it away, then {afresh}")
+        raise WorkdirError(f"{path} is not a file: move it away; {afresh}")
     size = os.path.getsize(path)
     if size > MAX_CONFIG_BYTES:
         raise WorkdirError(
-            f"{path} has {size:,} bytes, more than a config.json of train.py "
-            f"(at most {MAX_CONFIG_BYTES:,}): restore it, or {afresh}"
+            f"{path} has {size:,} bytes, more than a config.json of ours "
+            f"(at most {MAX_CONFIG_BYTES:,}): restore it; {afresh}"
         )
     try:
         with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            content = json.loads(f.read(MAX_CONFIG_BYTES + 1))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise WorkdirError(
-            f"{path} is damaged, not valid JSON ({e}; truncated?): restore it "
-            f"from a backup, or {afresh}"
+            f"{path} is damaged, not valid JSON ({str(e)[:80]}; truncated?): restore it "
+            f"from a backup; {afresh}"
         ) from None
     except OSError as e:
         raise WorkdirError(f"{path} cannot be read ({e.strerror}): fix its permissions") from None
-    problem = config_shape_problem(config)
-    if problem:
+    try:
+        return run_config_from_dict(content)
+    except (ConfigError, TypeError, ValueError) as e:
+        key = getattr(e, "field", None)
+        where = f" (key {key!r})" if key else ""
         raise WorkdirError(
-            f"{path} is not a config.json of train.py ({problem}): restore it, or {afresh}"
-        )
-    return config
+            f"{path} is not a config.json of ours{where}: {_short(e)}; restore it; {afresh}"
+        ) from None
 
 
-def config_shape_problem(config: Any) -> str | None:
-    """What keeps `config` from being a config.json of ours, or None."""
-    if not isinstance(config, dict):
-        return f"a JSON {type(config).__name__}, not an object"
+def run_config_from_dict(content: Any) -> RunConfig:
+    """A RunConfig from config.json's content; ConfigError or ValueError naming what is off."""
+    if not isinstance(content, dict):
+        raise ValueError(f"a JSON {type(content).__name__}, not an object")
     for key in ("flags", "model"):
-        if not isinstance(config.get(key), dict):
-            return f'no "{key}" object'
-    if not isinstance(config["model"].get("network"), dict):
-        return 'no "model" -> "network" object'
-    return None
+        if not isinstance(content.get(key), dict):
+            raise ValueError(f'no "{key}" object')
+    if not isinstance(content["model"].get("network"), dict):
+        raise ValueError('no "model" -> "network" object')
+    model = ModelConfig.from_dict(content["model"])
+    flags = TrainConfig.from_dict(content["flags"])
+    try:
+        flags.check()
+    except ValueError as e:  # TrainError: a setting no run of ours stores
+        raise ValueError(f'"flags": {e}') from None
+    return RunConfig(flags, model)
 
 
-def write_config(workdir: str, config: dict[str, Any]) -> None:
-    os.makedirs(workdir, exist_ok=True)
-    write_json_atomic(config_path(workdir), config)
+def _short(error: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def model_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+def write_config(workdir: str, config: RunConfig) -> None:
+    files.write_json(config_path(workdir), config.to_dict())
+
+
+def model_differences(stored: ModelConfig, current: ModelConfig) -> list[str]:
     """The model-shaping settings that differ between two model configs, as readable lines."""
+    old, new = stored.to_dict(), current.to_dict()
     return [
-        f"{key}: stored {stored.get(key)!r}, now {current.get(key)!r}"
+        f"{key}: stored {old.get(key)!r}, now {new.get(key)!r}"
         for key in MODEL_SHAPING_KEYS
-        if stored.get(key) != current.get(key)
+        if old.get(key) != new.get(key)
     ]
+
+
+def note_output(workdir: str, path: str) -> None:
+    """Records that a tool wrote `path` into the workdir (a picture, results), so a later
+    `overwrite` takes it for part of the run; a path elsewhere is not recorded. Best effort:
+    a workdir that cannot be written only loses the note."""
+    folder, name = os.path.split(os.path.abspath(path))
+    if folder != os.path.abspath(workdir):
+        return
+    names = _recorded_outputs(workdir)
+    if name in names or len(names) >= MAX_OUTPUTS:
+        return
+    with contextlib.suppress(OSError):
+        files.write_json(os.path.join(workdir, OUTPUTS_FILE), sorted({*names, name}))
+
+
+def _recorded_outputs(workdir: str) -> set[str]:
+    path = os.path.join(workdir, OUTPUTS_FILE)
+    try:
+        if os.path.getsize(path) > MAX_OUTPUTS * 300:
+            return set()
+        with open(path, encoding="utf-8") as f:
+            names = json.load(f)
+    except (OSError, ValueError):
+        return set()
+    if not isinstance(names, list):
+        return set()
+    return {n for n in names if isinstance(n, str) and "/" not in n and n not in ("", ".", "..")}
 
 
 # --------------------------------------------------------------------------- model
 
 
-def build_model(config: dict[str, Any]) -> VAE:
+def build_model(config: RunConfig) -> VAE:
     """A fresh (untrained) VAE from a workdir config; its weights exist from the start."""
-    return VAE(**config["model"])
+    return VAE(**{**config.model.to_dict(), "network": config.model.network})
 
 
-def restore(workdir: str) -> tuple[VAE, dict[str, Any]]:
-    """The trained model of a run (latest checkpoint, else model.keras) and its config."""
+def restore(workdir: str) -> tuple[VAE, RunConfig]:
+    """The trained model of a run (latest checkpoint, else model.keras) and its config.
+
+    Only weights are read from the workdir: the model is built from config.json's checked
+    settings, and model.keras is opened as data (its weights), never deserialised. Weights
+    that are not finite (a run that diverged) are refused.
+    """
     config = read_config(workdir)
     model = build_model(config)
     latest = tf.train.latest_checkpoint(os.path.join(workdir, CKPT_DIR))
     if latest:
-        # Every model variable must come from the checkpoint; its optimizer slots are unused.
-        status = tf.train.Checkpoint(model=model).read(latest)
-        status.assert_existing_objects_matched().expect_partial()
-        return model, config
-    final = os.path.join(workdir, MODEL_FILE)
-    if os.path.isfile(final):
-        loaded = keras.models.load_model(final)
-        model.set_weights(loaded.get_weights())
-        return model, config
-    raise WorkdirError(
-        f"{workdir} has a config but no checkpoint in {CKPT_DIR}/ and no {MODEL_FILE}: train it "
-        f"first with `python train.py --workdir {workdir}` (the same command resumes)"
-    )
+        source = latest
+        try:
+            # Every model variable must come from the checkpoint; its optimizer slots are unused.
+            status = tf.train.Checkpoint(model=model).read(latest)
+            status.assert_existing_objects_matched().expect_partial()
+        except (AssertionError, ValueError, tf.errors.OpError) as e:
+            raise WorkdirError(
+                f"{latest} cannot be restored into the model {CONFIG_NAME} describes "
+                f"({_short(e, 120)}): resume training to write a new one"
+            ) from None
+    else:
+        source = os.path.join(workdir, MODEL_FILE)
+        if not os.path.isfile(source):
+            raise WorkdirError(
+                f"{workdir} has a config but no checkpoint in {CKPT_DIR}/ and no {MODEL_FILE}: "
+                "train it first (the same training command resumes)"
+            )
+        try:
+            model.load_weights(source)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise WorkdirError(
+                f"{source} holds no weights of the model {CONFIG_NAME} describes "
+                f"({_short(e, 120)}): train the run again to write it"
+            ) from None
+    bad = [w.path for w in model.weights if not np.isfinite(keras.ops.convert_to_numpy(w)).all()]
+    if bad:
+        raise WorkdirError(
+            f"{source} holds non-finite weights (NaN or Inf in {len(bad)} of "
+            f"{len(model.weights)} variables, e.g. {bad[0]}): the run diverged; resume "
+            "training from an earlier checkpoint (`resume_step`) with changed settings"
+        )
+    return model, config
 
 
 def save_final(model: VAE, workdir: str) -> None:
@@ -208,18 +277,18 @@ def save_final(model: VAE, workdir: str) -> None:
     new pair; recover() completes the moves into place if a kill interrupts them.
     """
     try:
-        stage = atomic.stage_dir(workdir, FINAL_STAGE)
+        stage = files.stage_dir(workdir, FINAL_STAGE)
         model.save(os.path.join(stage, MODEL_FILE))
-        tf.saved_model.save(DecoderExport(model), os.path.join(stage, EXPORT_DIR))
+        export_decoder(model, os.path.join(stage, EXPORT_DIR))
+        files.publish_stage(workdir, FINAL_STAGE)
     except BaseException as e:
-        atomic.discard_stage(workdir, FINAL_STAGE)
+        files.discard_stage(workdir, FINAL_STAGE)
         if isinstance(e, (OSError, tf.errors.OpError)):
             raise WorkdirError(
-                f"could not write {MODEL_FILE} and {EXPORT_DIR}/ in {workdir} ({_reason(e)}): the "
-                f"previous ones are unchanged; free space and run the same command again"
+                f"could not write {MODEL_FILE} and {EXPORT_DIR}/ in {workdir} ({_reason(e)}): "
+                "the previous ones are unchanged; free space and run the same command again"
             ) from e
         raise
-    atomic.publish_stage(workdir, FINAL_STAGE)
 
 
 def _reason(error: OSError | tf.errors.OpError) -> str:
@@ -229,8 +298,12 @@ def _reason(error: OSError | tf.errors.OpError) -> str:
     return error.message.rsplit("; ", 1)[-1]
 
 
+SERVING_SIGNATURE = "serving_default"
+
+
 class DecoderExport(tf.Module):
-    """The serving signature: latent vectors (N, z_dim) -> uint8 images (N, H, W, C)."""
+    """The decoder for serving: latent vectors `z` float32 (N, z_dim) -> `images` uint8
+    (N, H, W, C), as the signature `serving_default` (and the function `serve`)."""
 
     def __init__(self, model: VAE) -> None:
         super().__init__()
@@ -243,6 +316,13 @@ class DecoderExport(tf.Module):
     def _serve(self, z):
         images = tf.cast(self.model.decode(z), tf.float32)  # (N, H, W, C) in [0, 1]
         return {"images": tf.cast(tf.round(images * 255.0), tf.uint8)}
+
+
+def export_decoder(model: VAE, path: str) -> None:
+    """A SavedModel of the decoder at `path`, its signature named explicitly."""
+    module = DecoderExport(model)
+    signatures = {SERVING_SIGNATURE: module.serve.get_concrete_function()}
+    tf.saved_model.save(module, path, signatures=signatures)
 
 
 # --------------------------------------------------------------------------- the folder
@@ -259,11 +339,11 @@ def check_workdir(workdir: str) -> None:
     if os.path.islink(path) and not os.path.exists(path):
         raise WorkdirError(
             f"{workdir} is a symbolic link to the missing {os.readlink(path)}: "
-            "create its target, or give another --workdir"
+            "create its target, or give another `workdir`"
         )
     if os.path.exists(path) and not os.path.isdir(path):
         raise WorkdirError(
-            f"{workdir} is a file, not a folder: give --workdir a folder path "
+            f"{workdir} is a file, not a folder: give `workdir` a folder path "
             "(a missing one is created)"
         )
     existing = path
@@ -272,14 +352,14 @@ def check_workdir(workdir: str) -> None:
     if not os.path.isdir(existing):
         raise WorkdirError(
             f"{workdir} lies under {existing}, which is a file, not a folder: "
-            "give --workdir a path under a folder"
+            "give `workdir` a path under a folder"
         )
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".write-test-", dir=existing))
     except OSError as e:
         raise WorkdirError(
             f"{workdir} cannot be written ({e.strerror} in {existing}): give "
-            "--workdir a writable folder, or fix its permissions"
+            "`workdir` a writable folder, or fix its permissions"
         ) from None
 
 
@@ -298,7 +378,7 @@ def lock(workdir: str) -> Iterator[None]:
     except OSError as e:
         check_workdir(workdir)  # the clearer message when there is one
         raise WorkdirError(
-            f"cannot lock {workdir} ({e.strerror}): give --workdir a folder on "
+            f"cannot lock {workdir} ({e.strerror}): give `workdir` a folder on "
             "a local, writable disk"
         ) from None
     try:
@@ -355,7 +435,7 @@ def _in_use(workdir: str, holder: bytes) -> str:
         who, stop = "a process that has not yet written its name", "stop it"
     return (
         f"{workdir} is in use by another training run ({who}): wait for it to end, "
-        f"{stop}, or give another --workdir"
+        f"{stop}, or give another `workdir`"
     )
 
 
@@ -364,39 +444,27 @@ def _in_use(workdir: str, holder: bytes) -> str:
 
 def foreign_entries(workdir: str) -> list[str]:
     """The paths in `workdir` (relative, folders ending in /) that no run of ours writes."""
-    found = []
-    for entry in sorted(os.scandir(workdir), key=lambda e: e.name):
-        name = entry.name
-        if entry.is_symlink():
-            found.append(name)
-        elif entry.is_dir():
-            if name in _RULES:
-                found += _foreign_below(entry.path, name, *_RULES[name])
-            elif not _OURS_HIDDEN_DIRS.fullmatch(name):
-                found.append(name + "/")
-        elif not _OURS_AT_TOP.fullmatch(name):
-            found.append(name)
-    return found
+    outputs = _recorded_outputs(workdir)
 
-
-def _foreign_below(
-    folder: str, rel: str, files: re.Pattern, whole: re.Pattern | None, descend: bool
-) -> list[str]:
-    found = []
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        path = f"{rel}/{entry.name}"
-        if entry.is_symlink():
-            found.append(path)
-        elif entry.is_dir():
-            if whole and whole.fullmatch(entry.name):
-                continue
-            if descend:
-                found += _foreign_below(entry.path, path, files, whole, descend)
+    def judge(path: str, is_dir: bool) -> files.Entry:
+        top, _, rest = path.partition("/")
+        if not rest:  # an entry of the workdir itself
+            if is_dir:
+                if top in _RULES:
+                    return files.Entry.LOOK_INSIDE
+                ours = _OURS_HIDDEN_DIRS.fullmatch(top)
             else:
-                found.append(path + "/")
-        elif not files.fullmatch(entry.name):
-            found.append(path)
-    return found
+                ours = _OURS_AT_TOP.fullmatch(top) or top in outputs
+            return files.Entry.OURS if ours else files.Entry.FOREIGN
+        names, whole, descend = _RULES[top]
+        name = rest.rsplit("/", 1)[-1]
+        if is_dir:
+            if whole and whole.fullmatch(name):
+                return files.Entry.OURS
+            return files.Entry.LOOK_INSIDE if descend else files.Entry.FOREIGN
+        return files.Entry.OURS if names.fullmatch(name) else files.Entry.FOREIGN
+
+    return files.foreign_entries(workdir, judge)
 
 
 def _is_ours_at_top(workdir: str, name: str) -> bool:
@@ -406,7 +474,7 @@ def _is_ours_at_top(workdir: str, name: str) -> bool:
         return False
     if os.path.isdir(path):
         return name in _RULES or bool(_OURS_HIDDEN_DIRS.fullmatch(name))
-    return bool(_OURS_AT_TOP.fullmatch(name))
+    return bool(_OURS_AT_TOP.fullmatch(name)) or name in _recorded_outputs(workdir)
 
 
 def has_saved_state(workdir: str) -> bool:
@@ -416,7 +484,7 @@ def has_saved_state(workdir: str) -> bool:
     )
 
 
-# --------------------------------------------------------------------------- --overwrite
+# --------------------------------------------------------------------------- overwrite
 
 
 class Replacement:
@@ -455,8 +523,8 @@ def begin_overwrite(workdir: str) -> Replacement | None:
         if len(foreign) > MAX_LISTED:
             listed += f" and {len(foreign) - MAX_LISTED} more"
         raise WorkdirError(
-            f"--overwrite refused: {workdir} holds files a training run does not "
-            f"write ({listed}); move them out of it, or give another --workdir"
+            f"`overwrite` refused: {workdir} holds files a training run does not "
+            f"write ({listed}); move them out of it, or give another `workdir`"
         )
     _check_is_a_run(workdir, names)
 
@@ -464,7 +532,7 @@ def begin_overwrite(workdir: str) -> Replacement | None:
     # rename) with its state "put-back" before the first move, so a kill part-way is undone.
     new, aside = os.path.join(workdir, ASIDE_DIR + ".new"), os.path.join(workdir, ASIDE_DIR)
     try:
-        atomic.remove(new)
+        files.remove(new)
         os.mkdir(new)
         _write_state(new, PUT_BACK)
         os.rename(new, aside)
@@ -474,7 +542,7 @@ def begin_overwrite(workdir: str) -> Replacement | None:
     except OSError as e:
         _recover_overwrite(workdir)  # renames back: no space needed
         raise WorkdirError(
-            f"--overwrite could not move the run in {workdir} aside ({e.strerror}); it is "
+            f"`overwrite` could not move the run in {workdir} aside ({e.strerror}); it is "
             "unchanged: fix that and run again"
         ) from e
     return Replacement(workdir)
@@ -492,15 +560,15 @@ def _check_is_a_run(workdir: str, names: list[str]) -> None:
             if len(names) > 1:
                 return  # a damaged config.json among files of ours: still our run
         raise WorkdirError(
-            f"--overwrite refused: {path} is not a config.json of train.py and "
+            f"`overwrite` refused: {path} is not a config.json of ours and "
             f"nothing else of a run is in {workdir}: delete it if it is a "
-            "damaged one, or give another --workdir"
+            "damaged one, or give another `workdir`"
         )
     if not has_saved_state(workdir):
         raise WorkdirError(
-            f"--overwrite refused: {workdir} has no {CONFIG_NAME}, checkpoint or "
+            f"`overwrite` refused: {workdir} has no {CONFIG_NAME}, checkpoint or "
             f"{MODEL_FILE}, so it holds no training run ({', '.join(names)}): "
-            "delete them if they are from one, or give another --workdir"
+            "delete them if they are from one, or give another `workdir`"
         )
 
 
@@ -526,7 +594,7 @@ def _state_markers(aside: str) -> list[str]:
 def _drop_aside(workdir: str) -> None:
     """Deletes .replaced-run/ (renamed first, so a kill part-way is not taken for a state)."""
     doomed = os.path.join(workdir, ASIDE_DIR + ".delete")
-    atomic.remove(doomed)
+    files.remove(doomed)
     os.rename(os.path.join(workdir, ASIDE_DIR), doomed)
     shutil.rmtree(doomed)
 
@@ -536,7 +604,7 @@ def _roll_back(workdir: str) -> None:
     state = _read_state(aside)
     if state not in (KEPT, DISCARD_NEW, PUT_BACK):
         raise WorkdirError(
-            f"{aside} holds the run an interrupted --overwrite replaced, but "
+            f"{aside} holds the run an interrupted `overwrite` replaced, but "
             "its state marker is lost: move what you need out of it, delete it, and "
             "run again"
         )
@@ -551,7 +619,7 @@ def _roll_back(workdir: str) -> None:
                 and not name.startswith(ASIDE_DIR)
                 and _is_ours_at_top(workdir, name)
             ):
-                atomic.remove(os.path.join(workdir, name))
+                files.remove(os.path.join(workdir, name))
         _write_state(aside, PUT_BACK)
     _put_back(workdir)
 
@@ -561,7 +629,7 @@ def _put_back(workdir: str) -> None:
     for name in os.listdir(aside):
         if not name.startswith(STATE_PREFIX):
             target = os.path.join(workdir, name)
-            atomic.remove(target)
+            files.remove(target)
             os.rename(os.path.join(aside, name), target)
     _drop_aside(workdir)
 
@@ -579,7 +647,7 @@ def recover(workdir: str) -> list[str]:
     if not os.path.isdir(workdir):
         return []
     done = _recover_overwrite(workdir)
-    final = atomic.finish_stage(workdir, FINAL_STAGE)
+    final = files.finish_stage(workdir, FINAL_STAGE)
     if final == "installed":
         done.append(
             f"finished replacing {MODEL_FILE} and {EXPORT_DIR}/ in {workdir}: a kill "
@@ -594,7 +662,7 @@ def recover(workdir: str) -> list[str]:
         path = os.path.join(workdir, folder)
         names = leftovers(path) if os.path.isdir(path) and not os.path.islink(path) else []
         for name in names:
-            atomic.remove(os.path.join(path, name))
+            files.remove(os.path.join(path, name))
         if names:
             done.append(
                 f"removed {', '.join(names)} from {path}: left by a write that a kill interrupted"
@@ -607,9 +675,9 @@ def _recover_overwrite(workdir: str) -> list[str]:
     done = []
     for suffix in (".new", ".delete"):  # nothing moved yet / a deletion cut short
         if os.path.lexists(aside + suffix):
-            atomic.remove(aside + suffix)
+            files.remove(aside + suffix)
             if suffix == ".delete":
-                done.append(f"finished deleting the run that --overwrite replaced in {workdir}")
+                done.append(f"finished deleting the run that `overwrite` replaced in {workdir}")
     if not os.path.isdir(aside):
         return done
     state = _read_state(aside)
@@ -617,13 +685,13 @@ def _recover_overwrite(workdir: str) -> list[str]:
         _drop_aside(workdir)
         return [
             *done,
-            f"deleted the previous run kept in {aside}: the --overwrite run that "
+            f"deleted the previous run kept in {aside}: the `overwrite` run that "
             "replaced it has a checkpoint",
         ]
     _roll_back(workdir)
     return [
         *done,
-        f"put the previous run back in {workdir}: the --overwrite run meant to "
+        f"put the previous run back in {workdir}: the `overwrite` run meant to "
         "replace it stopped before its first checkpoint",
     ]
 

@@ -1,31 +1,41 @@
-"""The tf.data input pipeline: a prepared dataset directory -> batches of float32 images.
+"""The tf.data input pipeline: a prepared dataset -> batches of float32 images.
 
 A prepared dataset is a folder of TFRecord shards beside `dataset.json`, read once into a
 schema.Manifest that every function here takes. `load` builds, for training:
 
     shard files -> parallel interleaved reads, in a fixed order -> [this pipeline's part]
-      -> parse + decode whole chunks (uint8) -> cache -> shuffle -> repeat -> batch
-      -> random flip -> float32 / 255 on whole batches -> prefetch
+      -> parse, check every image header, decode whole chunks (uint8) -> cache
+      -> pass p: shuffle with the seed (seed, p) -> pass after pass -> batch
+      -> random flip from (seed, batch number) -> float32 / 255 on whole batches -> prefetch
 
 Everything before the cache runs in a fixed order, so a disk cache filled by a training
-run holds the same order an evaluation expects.
+run holds the same order an evaluation expects; and the order of every batch is a
+function of the seed and its number alone, so a resumed run reads what an uninterrupted
+one reads (see load's start_batch).
 
-Without a cache, the shard order is shuffled every epoch, the shuffle buffer holds the
+Without a cache, each pass also shuffles the shard order, the shuffle buffer holds the
 serialized records instead and decoding happens on the final batches: encoded JPEG
 records are several times smaller than decoded pixels, so host memory stays flat
 (bounded by the buffer, not the dataset) and no unbatch/rebatch is needed. Evaluation
 reads every example once, in a fixed order, and keeps the last partial batch.
+
+Every image's header is checked against the manifest's size before it is decoded: a
+record holding a small file that decodes to gigabytes (a 20000x20000 JPEG) stops the
+reader with a DatasetError naming its shard and record (explain_corrupt_shards).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 import os
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -112,6 +122,11 @@ def explain_corrupt_shards(manifest: schema.Manifest) -> Iterator[None]:
         yield
     except tf.errors.DataLossError as e:
         raise explain_data_loss(manifest, e) from e
+    except tf.errors.InvalidArgumentError as e:
+        named = bad_image(manifest, e)
+        if named is None:
+            raise
+        raise named from None
 
 
 # --------------------------------------------------------------------------- cache choice
@@ -188,49 +203,97 @@ def _disk_cache_file(cache: str, manifest: schema.Manifest, split: str, variant:
 
 # --------------------------------------------------------------------------- decoding
 
+# The assertion a record whose image header disagrees with the manifest fails with: its
+# message carries the split, and the data the shard's index and the record's, which
+# explain_corrupt_shards turns into a DatasetError naming the shard file.
+_BAD_IMAGE = "facevae-bad-image"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-def _decoder(fmt: str, shape: tuple[int, int, int]) -> Callable[[tf.Tensor], tf.Tensor]:
-    """A function from (B,) encoded strings to (B, H, W, C) uint8 images."""
+
+def _header_sizes(fmt: str, encoded: tf.Tensor, shape: tuple[int, int, int]) -> tf.Tensor:
+    """(height, width) per record (B, 2) int64 read from the image header alone, without
+    decoding; (-1, -1) where the header is not one of `fmt`. A 20000x20000 JPEG is a few
+    kilobytes but 1.2 GB decoded: its header is what is checked before decoding."""
+    if fmt == "jpeg":
+        # extract_jpeg_shape fails, naming no record, on what does not start as a JPEG.
+        sizes = tf.map_fn(
+            lambda e: tf.cond(
+                tf.io.is_jpeg(e),
+                lambda: tf.image.extract_jpeg_shape(e, output_type=tf.int64)[:2],
+                lambda: tf.constant([-1, -1], tf.int64),
+            ),
+            encoded,
+            fn_output_signature=tf.TensorSpec([2], tf.int64),
+        )
+        return tf.reshape(sizes, [-1, 2])
+    if fmt == "png":
+        # Signature (8 bytes), IHDR's length (4) and type (4), then width and height as
+        # big-endian 32-bit numbers: 24 bytes, padded for records shorter than that.
+        head = tf.strings.substr(encoded, 0, 24)
+        head = tf.strings.join([head, tf.fill(tf.shape(head), "\0" * 24)])
+        head = tf.strings.substr(head, 0, 24)
+        raw = tf.cast(tf.reshape(tf.io.decode_raw(head, tf.uint8), [-1, 24]), tf.int64)
+        big_endian = tf.constant([1 << 24, 1 << 16, 1 << 8, 1], tf.int64)
+        width = tf.reduce_sum(raw[:, 16:20] * big_endian, axis=1)
+        height = tf.reduce_sum(raw[:, 20:24] * big_endian, axis=1)
+        signature = tf.constant(list(_PNG_SIGNATURE + b"\0\0\0\rIHDR"), tf.int64)
+        is_png = tf.reduce_all(tf.equal(raw[:, :16], signature), axis=1)
+        return tf.where(is_png[:, None], tf.stack([height, width], axis=1), -1)
+    size = math.prod(shape)  # raw: exactly H * W * C bytes
+    fits = tf.equal(tf.cast(tf.strings.length(encoded), tf.int64), size)
+    return tf.where(fits[:, None], tf.constant([shape[:2]], tf.int64), -1)
+
+
+def _decoder(manifest: schema.Manifest, split: str) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """A function from (B,) encoded strings and their (B, 2) positions (shard, record) to
+    (B, H, W, C) uint8 images; a record whose header is not the manifest's image size
+    fails an assertion naming its position before anything is decoded."""
+    fmt, shape = manifest.image_format, manifest.image_shape
     height, width, channels = shape
-    if fmt == "raw":
-
-        def decode_raw(encoded: tf.Tensor) -> tf.Tensor:
-            pixels = tf.io.decode_raw(encoded, tf.uint8)  # (B, H * W * C)
-            return tf.reshape(pixels, [-1, height, width, channels])
-
-        return decode_raw
-    if fmt not in ("jpeg", "png"):
-        raise schema.DatasetError(f"image format {fmt!r} is not one of {schema.FORMATS}")
     if fmt == "jpeg":
         # TF's default DCT is libjpeg's fast one (off by up to 15 levels from what PIL
         # decodes); the accurate one is bit-exact with PIL and measured no slower.
         decode_one = functools.partial(tf.io.decode_jpeg, dct_method="INTEGER_ACCURATE")
-    else:
+    elif fmt == "png":
         decode_one = tf.io.decode_png
+    expected = tf.constant([height, width], tf.int64)
 
-    def decode_images(encoded: tf.Tensor) -> tf.Tensor:
-        # ensure_shape turns an image of another size into an error, not a bad batch.
-        return tf.map_fn(
-            lambda e: tf.ensure_shape(decode_one(e, channels=channels), shape),
-            encoded,
-            fn_output_signature=tf.TensorSpec(shape, tf.uint8),
-        )  # (B, H, W, C)
+    def decode_images(encoded: tf.Tensor, where: tf.Tensor) -> tf.Tensor:
+        sizes = _header_sizes(fmt, encoded, shape)  # (B, 2)
+        good = tf.reduce_all(tf.equal(sizes, expected), axis=1)  # (B,)
+        first_bad = tf.argmin(tf.cast(good, tf.int32))
+        check = tf.debugging.Assert(
+            tf.reduce_all(good),
+            [f"{_BAD_IMAGE} split={split}", where[first_bad], sizes[first_bad]],
+            summarize=4,
+        )
+        with tf.control_dependencies([check]):
+            if fmt == "raw":
+                pixels = tf.io.decode_raw(encoded, tf.uint8)  # (B, H * W * C)
+                return tf.reshape(pixels, [-1, height, width, channels])
+            # ensure_shape: a header that lies about the size is an error, not a bad batch.
+            return tf.map_fn(
+                lambda e: tf.ensure_shape(decode_one(e, channels=channels), shape),
+                encoded,
+                fn_output_signature=tf.TensorSpec(shape, tf.uint8),
+            )  # (B, H, W, C)
 
     return decode_images
 
 
 def _parser(
-    manifest: schema.Manifest, with_labels: bool
-) -> Callable[[tf.Tensor], tf.Tensor | tuple[tf.Tensor, tf.Tensor]]:
-    """(B,) serialized records -> uint8 images (B, H, W, C) [, float32 attributes (B, A)]."""
-    decode = _decoder(manifest.image_format, manifest.image_shape)
+    manifest: schema.Manifest, split: str, with_labels: bool
+) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor | tuple[tf.Tensor, tf.Tensor]]:
+    """(B, 2) positions and (B,) serialized records -> uint8 images (B, H, W, C)
+    [, float32 attributes (B, A)]."""
+    decode = _decoder(manifest, split)
     full_spec = schema.feature_spec(len(manifest.attribute_names))
     keys = [schema.KEY_ENCODED] + ([schema.KEY_ATTRIBUTES] if with_labels else [])
     spec = {key: full_spec[key] for key in keys}  # parse only what the model needs
 
-    def parse(serialized: tf.Tensor) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
+    def parse(where: tf.Tensor, serialized: tf.Tensor) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
         parsed = tf.io.parse_example(serialized, spec)
-        images = decode(parsed[schema.KEY_ENCODED])  # (B, H, W, C) uint8
+        images = decode(parsed[schema.KEY_ENCODED], where)  # (B, H, W, C) uint8
         if not with_labels:
             return images
         return images, tf.cast(parsed[schema.KEY_ATTRIBUTES], tf.float32)  # (B, A)
@@ -238,42 +301,121 @@ def _parser(
     return parse
 
 
-# --------------------------------------------------------------------------- pipeline
+def bad_image(manifest: schema.Manifest, error: tf.errors.OpError) -> schema.DatasetError | None:
+    """The DatasetError for a failed header check (see _decoder), naming the shard and the
+    record; None for any other error."""
+    message = getattr(error, "message", "") or str(error)
+    found = re.search(
+        rf"{_BAD_IMAGE} split=(\S+?)\]?\s.*?\[(\d+) (\d+)\].*?\[(-?\d+) (-?\d+)\]",
+        message,
+        re.S,
+    )
+    if not found:
+        return None
+    split, shard, record, height, width = found.groups()
+    shards = manifest.splits[split].shards if split in manifest.splits else ()
+    name = shards[int(shard)].name if int(shard) < len(shards) else f"shard {shard}"
+    path = os.path.join(manifest.data_dir, name)
+    what = f"a {height}x{width} image" if int(height) >= 0 else f"no {manifest.image_format} image"
+    want = "x".join(map(str, manifest.image_shape[:2]))
+    return schema.DatasetError(
+        f"record {record} of {path} holds {what}, but {manifest.path} says {want}: it was "
+        "not decoded; prepare the dataset again",
+        manifest.data_dir,
+    )
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclasses.dataclass(frozen=True)
+class _Part:
+    """This input pipeline's part of a split: its shard files (index in the split, path),
+    whether their records are divided further by example, and how many examples it has."""
+
+    indices: tuple[int, ...]
+    paths: tuple[str, ...]
+    compression: str
+    pipelines: int
+    pipeline_id: int
+    by_example: bool
+    size: int
+
+
+def _pipeline_part(
+    manifest: schema.Manifest, split: str, input_context: tf.distribute.InputContext | None
+) -> _Part:
+    """By shard when there are enough shards for the pipelines, else by example."""
+    shards, files = manifest.split(split).shards, manifest.shard_paths(split)
+    pipelines = input_context.num_input_pipelines if input_context else 1
+    part = input_context.input_pipeline_id if input_context else 0
+    by_example = pipelines > 1 and len(shards) < pipelines
+    if pipelines == 1 or by_example:
+        mine = list(range(len(shards)))
+        total = manifest.num_examples(split)
+        size = len(range(part, total, pipelines))
+    else:
+        mine = list(range(part, len(shards), pipelines))
+        size = sum(shards[i].num_examples for i in mine)
+    compression = manifest.compression or ""
+    paths = tuple(files[i] for i in mine)
+    return _Part(tuple(mine), paths, compression, pipelines, part, by_example, size)
 
 
 def _records(
-    files: list[str],
-    compression: str | None,
-    *,
-    shuffle_files: bool,
-    seed: int | None,
-    input_context: tf.distribute.InputContext | None,
-    deterministic: bool,
+    part: _Part, shard_order: tuple[int, tf.Tensor] | None = None, sequential: bool = False
 ) -> tf.data.Dataset:
-    """Serialized records of the split, or of this input pipeline's part of it.
-
-    `deterministic` fixes the interleaved order even when the pipeline's options allow
-    out-of-order elements (an unseeded training run).
-    """
-    pipelines = input_context.num_input_pipelines if input_context else 1
-    part = input_context.input_pipeline_id if input_context else 0
-    by_shard = pipelines > 1 and len(files) >= pipelines
-    by_example = pipelines > 1 and not by_shard
-    ds = tf.data.Dataset.from_tensor_slices(files)
-    if by_shard:
-        ds = ds.shard(pipelines, part)
-    # Sharding by example needs the same record order in every pipeline: no file shuffle then.
-    if shuffle_files and not by_example:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.interleave(
-        lambda path: tf.data.TFRecordDataset(path, compression_type=compression or ""),
-        cycle_length=min(len(files), _CYCLE_LENGTH),
-        num_parallel_calls=AUTOTUNE,
-        deterministic=True if by_example or deterministic else None,
+    """(position (2,) int64 [shard, record], serialized record) of a pipeline's part of a
+    split, in a fixed order: `_CYCLE_LENGTH` shards interleaved, or shard after shard if
+    `sequential`; the shards first shuffled by `shard_order` (seed, pass) if given (a pass
+    of an uncached training pipeline)."""
+    ds = tf.data.Dataset.from_tensor_slices(
+        (tf.constant(part.indices, tf.int64), tf.constant(part.paths))
     )
-    if by_example:
-        ds = ds.shard(pipelines, part)
+    # Sharding by example needs the same record order in every pipeline: no file shuffle then.
+    if shard_order is not None and not part.by_example:
+        ds = _shuffle(ds, len(part.paths), *shard_order, what=_SHARDS)
+
+    def read(index: tf.Tensor, path: tf.Tensor) -> tf.data.Dataset:
+        records = tf.data.TFRecordDataset(path, compression_type=part.compression)
+        return records.enumerate().map(lambda i, record: (tf.stack([index, i]), record))
+
+    ds = ds.interleave(
+        read,
+        cycle_length=1 if sequential else min(len(part.paths), _CYCLE_LENGTH),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,  # the order is part of the run: a resumed run must see it again
+    )
+    if part.by_example:
+        ds = ds.shard(part.pipelines, part.pipeline_id)
     return ds
+
+
+_RECORDS, _SHARDS = 0, 1  # the two shuffles of a pass: of its records, of its shard order
+
+
+def _shuffle(
+    ds: tf.data.Dataset, buffer_size: int, seed: int, number: tf.Tensor | int, what: int
+) -> tf.data.Dataset:
+    """ds shuffled through a buffer of `buffer_size`, in an order that is a function of
+    (seed, pass `number`, `what` is shuffled) alone.
+
+    Dataset.shuffle mixes TensorFlow's global seed into its own and cannot take a pass
+    number computed inside the stream with a global seed of 0; the op it runs takes both
+    seeds directly here.
+    """
+    flat = tf.nest.flatten(ds.element_spec)
+    variant = tf.raw_ops.ShuffleDatasetV3(
+        input_dataset=tf.data.experimental.to_variant(ds),
+        buffer_size=tf.constant(buffer_size, tf.int64),
+        seed=tf.constant(seed * 2 + what, tf.int64),
+        seed2=tf.cast(number, tf.int64),
+        seed_generator=tf.raw_ops.DummySeedGenerator(),
+        reshuffle_each_iteration=False,
+        output_types=[spec.dtype for spec in flat],
+        output_shapes=[spec.shape for spec in flat],
+    )
+    return tf.data.experimental.from_variant(variant, ds.element_spec)
 
 
 def _flip_some(images: tf.Tensor, flip: tf.Tensor) -> tf.Tensor:
@@ -289,17 +431,21 @@ def _flip_some(images: tf.Tensor, flip: tf.Tensor) -> tf.Tensor:
     return tf.ensure_shape(mirrored, images.shape)  # (B, H, W, C)
 
 
-def _flip(ds: tf.data.Dataset, seed: int | None, with_labels: bool) -> tf.data.Dataset:
-    """Flips a random half of each batch left-right; seeded, and different every epoch."""
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+def _flip(
+    ds: tf.data.Dataset, seed: int, part: int, start_batch: int, with_labels: bool
+) -> tf.data.Dataset:
+    """Flips a random half of each batch left-right, drawn from (seed, part, batch number):
+    the same batch gets the same flips in a resumed run."""
+    key = tf.constant([seed, part], tf.int64)
 
-    def flip(batch: Any, pair: tf.Tensor) -> Any:
+    def flip(number: tf.Tensor, batch: Any) -> Any:
         images = batch[0] if with_labels else batch  # (B, H, W, C) uint8
+        pair = tf.random.experimental.stateless_fold_in(key, number)
         coins = tf.random.stateless_uniform(tf.shape(images)[:1], seed=pair) < 0.5  # (B,)
         flipped = _flip_some(images, coins)
         return (flipped, batch[1]) if with_labels else flipped
 
-    return tf.data.Dataset.zip((ds, seeds)).map(flip, num_parallel_calls=AUTOTUNE)
+    return ds.enumerate(start=start_batch).map(flip, num_parallel_calls=AUTOTUNE)
 
 
 def _to_float(
@@ -326,6 +472,15 @@ def _cache(
     return ds.cache(_disk_cache_file(mode, manifest, split, variant))
 
 
+def _decoded(records: tf.data.Dataset, parse: Callable) -> tf.data.Dataset:
+    """Records decoded in whole chunks (about 2x faster than one by one), then unbatched."""
+    ds = records.batch(_DECODE_CHUNK).map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return ds.unbatch()
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
 def load(
     manifest: schema.Manifest,
     split: str,
@@ -340,31 +495,43 @@ def load(
     flip: bool = False,
     input_context: tf.distribute.InputContext | None = None,
     drop_remainder: bool | None = None,
+    start_batch: int = 0,
 ) -> tf.data.Dataset:
     """Batches of float32 images (B, H, W, C) in [0, 1], or (images, attributes (B, A) of 0/1).
+
+    Training reads the split as a stream of passes: pass p is the split (this pipeline's
+    part of it) in an order that is a function of (seed, p) alone, and the stream is cut
+    into batches across pass boundaries. `start_batch` k starts the stream at its k-th
+    batch, as if the k batches before had been read: the records skipped to get there are
+    read, never decoded. So a run resumed at step k sees exactly the batches an
+    uninterrupted run sees from step k on, with every cache mode.
 
     Args:
       manifest: the prepared dataset's (schema.Manifest.read(data_dir)).
       split: a split in the manifest, e.g. "train" or "validation".
       batch_size: the global batch; with `input_context` each pipeline yields its
         per-replica share.
-      training: shuffle (records, and the shard order when nothing is cached; again every
-        epoch), flip if asked, repeat and drop the last partial batch by default. Otherwise one
-        pass in a fixed order.
+      training: shuffle (records, and the shard order when nothing is cached; anew every
+        pass), flip if asked, repeat and drop the last partial batch by default. Otherwise
+        one pass in a fixed order.
       cache: "memory" (decoded uint8), "disk:<folder>", "none" or "auto" (memory when the
         decoded split fits comfortably in RAM).
       shuffle_buffer: examples in the shuffle buffer (training only).
-      seed: makes the shuffles and flips reproducible; each epoch still differs.
-      repeat: repeat forever; defaults to `training`.
+      seed: fixes the order and the flips (None: a random seed, drawn now).
+      repeat: read pass after pass, forever; defaults to `training`.
       with_labels: also yield the attributes; the dataset must have some.
       flip: random horizontal flips (training only).
       input_context: from `tf.distribute` (`distribute_datasets_from_function`): read this
         pipeline's disjoint part, by shard when there are enough shards, else by example.
       drop_remainder: drop the last partial batch; defaults to `training`.
+      start_batch: training only: the batch of this pipeline's stream to start at.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    files = manifest.shard_paths(split)
+    if start_batch < 0:
+        raise ValueError(f"start_batch must be 0 or more, got {start_batch}")
+    # Every shard there and whole: a DatasetError now, not half-way through an epoch.
+    part = _pipeline_part(manifest, split, input_context)
     if with_labels and not manifest.attribute_names:
         raise schema.DatasetError(
             f"with_labels needs attributes, but {manifest.path} lists none: prepare a source "
@@ -377,51 +544,70 @@ def load(
     drop_remainder = training if drop_remainder is None else drop_remainder
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
-
-    parse = _parser(manifest, with_labels)
-    # What is cached must come in one fixed order: a disk cache filled by a training run is
-    # read by later evaluations, and the shuffle after the cache still mixes every epoch.
+    parse = _parser(manifest, split, with_labels)
     cached = mode != "none"
-    records = _records(
-        files,
-        manifest.compression,
-        shuffle_files=training and not cached,
-        seed=seed,
-        input_context=input_context,
-        deterministic=cached,
-    )
-    if not cached:
-        # Shuffle the small encoded records and decode whole final batches (module docstring).
-        if training:
-            records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        if repeat:
-            records = records.repeat()
-        ds = records.batch(batch_size, drop_remainder=drop_remainder)
-        ds = ds.map(parse, num_parallel_calls=AUTOTUNE)
+
+    if not training:
+        records = _records(part)
+        if cached:
+            ds = _cache(_decoded(records, parse), mode, manifest, split, with_labels,
+                        input_context)  # fmt: skip
+            ds = (ds.repeat() if repeat else ds).batch(batch_size, drop_remainder=drop_remainder)
+        else:
+            ds = records.repeat() if repeat else records
+            ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+            ds = ds.map(parse, num_parallel_calls=AUTOTUNE)
+        ds = ds.map(_to_float, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+        return ds.with_options(_options(training, input_context))
+
+    if seed is None:
+        seed = int(np.random.default_rng().integers(2**31))
+    first_pass, offset = divmod(start_batch * batch_size, part.size)
+
+    def shuffled(ds: tf.data.Dataset, number: tf.Tensor | int) -> tf.data.Dataset:
+        return _shuffle(ds, shuffle_buffer, seed, number, what=_RECORDS)
+
+    if cached:
+        # The cache holds decoded examples in the fixed record order; each pass shuffles
+        # them anew. A resumed pass shuffles the records the same way instead (the order
+        # of a shuffle depends on its seed and its input's order, not on the elements),
+        # skips the batches done and decodes only the rest: the cache fills from the
+        # next pass on.
+        cache_of_split = _cache(
+            _decoded(_records(part), parse),
+            mode, manifest, split, with_labels, input_context,
+        )  # fmt: skip
+
+        def one_pass(number: tf.Tensor) -> tf.data.Dataset:
+            return shuffled(cache_of_split, number)
+
+        if offset:
+            first = _decoded(shuffled(_records(part), first_pass).skip(offset), parse)
+        else:
+            first = one_pass(tf.constant(first_pass, tf.int64))
     else:
-        ds = records.batch(_DECODE_CHUNK).map(
-            parse, num_parallel_calls=AUTOTUNE, deterministic=True
-        )
-        ds = ds.unbatch()
-        ds = _cache(ds, mode, manifest, split, with_labels, input_context)
-        if training:
-            ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        if repeat:
-            ds = ds.repeat()
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    if flip and training:
-        ds = _flip(ds, seed, with_labels)
+        # The small encoded records are shuffled (the shards too, every pass) and whole
+        # final batches are decoded (see the module docstring).
+        def one_pass(number: tf.Tensor) -> tf.data.Dataset:
+            return shuffled(_records(part, (seed, number)), number)
+
+        first = one_pass(tf.constant(first_pass, tf.int64)).skip(offset)
+    stream = first
+    if repeat:
+        later = tf.data.Dataset.range(first_pass + 1, 2**62).flat_map(one_pass)
+        stream = first.concatenate(later)
+    ds = stream.batch(batch_size, drop_remainder=drop_remainder)
+    if not cached:
+        ds = ds.map(parse, num_parallel_calls=AUTOTUNE)
+    if flip:
+        ds = _flip(ds, seed, part.pipeline_id, start_batch, with_labels)
     ds = ds.map(_to_float, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
-    return ds.with_options(_options(training, seed, input_context))
+    return ds.with_options(_options(training, input_context))
 
 
-def _options(
-    training: bool, seed: int | None, input_context: tf.distribute.InputContext | None
-) -> tf.data.Options:
+def _options(training: bool, input_context: tf.distribute.InputContext | None) -> tf.data.Options:
     options = tf.data.Options()
-    # Out-of-order elements keep the pipeline busy behind a slow one; only an
-    # unseeded training run can afford them.
-    options.deterministic = not training or seed is not None
+    options.deterministic = True  # the order is part of a run (see load)
     # A one-pass iterator is deleted after each use (every validation in fit), and the
     # deletion waits for the autotuner's thread to wake: seconds of idle CPU each time.
     # Without autotuning, AUTOTUNE parallelism means one call per core.
@@ -438,19 +624,17 @@ def examples(manifest: schema.Manifest, split: str) -> tf.data.Dataset:
     landmarks float32 (10,) and identity int64 (-1 where unknown) and, when the
     dataset has attributes, attributes int64 (A,).
     """
-    files = manifest.shard_paths(split)
-    decode = _decoder(manifest.image_format, manifest.image_shape)
+    decode = _decoder(manifest, split)
     num_attributes = len(manifest.attribute_names)
 
-    def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+    def parse(where: tf.Tensor, serialized: tf.Tensor) -> dict[str, tf.Tensor]:
         parsed = schema.parse_examples(serialized, num_attributes)
-        fields = {"image": decode(parsed["encoded"])}  # (B, H, W, C) uint8
+        fields = {"image": decode(parsed["encoded"], where)}  # (B, H, W, C) uint8
         fields.update({k: parsed[k] for k in ("source_id", "index", "landmarks", "identity")})
         if num_attributes:
             fields["attributes"] = parsed["attributes"]  # (B, A)
         return fields
 
-    # One reader over the shards in manifest order: the order never changes.
-    ds = tf.data.TFRecordDataset(files, compression_type=manifest.compression or "")
-    ds = ds.batch(_DECODE_CHUNK).map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
-    return ds.unbatch().prefetch(AUTOTUNE)
+    # One pipeline's part is the whole split, shard by shard: the order never changes.
+    ds = _decoded(_records(_pipeline_part(manifest, split, None), sequential=True), parse)
+    return ds.prefetch(AUTOTUNE)

@@ -82,17 +82,22 @@ def fsync_dir(folder: str) -> None:
             os.close(fd)
 
 
+def fsync_file(path: str) -> None:
+    """Flushes a file written by a library that does not (TensorFlow's checkpoints)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def fsync_tree(folder: str) -> None:
     """Flushes every file below `folder`, then its folders (a tree written by a library
     that does not fsync, e.g. a SavedModel, before the rename that publishes it)."""
     for parent, _dirs, names in os.walk(folder):
         for name in names:
-            with contextlib.suppress(OSError):
-                fd = os.open(os.path.join(parent, name), os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+            fsync_file(os.path.join(parent, name))
     for parent, _dirs, _names in os.walk(folder, topdown=False):
         fsync_dir(parent)
 

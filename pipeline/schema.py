@@ -92,7 +92,7 @@ MAX_MANIFEST_BYTES = 64 << 20  # CelebA's is ~10 KB; a bigger one is not a manif
 # shrinks data at most ~1032:1. A count the shard's bytes cannot hold is not believed.
 RECORD_OVERHEAD_BYTES = 16
 MAX_DEFLATE_RATIO = 1032
-_SHARD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_SHARD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")  # at most NAME_MAX (255)
 
 
 class DatasetError(ValueError):
@@ -351,8 +351,7 @@ class Manifest:
                 problem = f"cannot be read ({e.strerror})"
             else:
                 if not stat.S_ISREG(info.st_mode):
-                    kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
-                    problem = f"is {kind} (a FIFO, a device or a socket cannot be a shard)"
+                    problem = f"is {_file_kind(info.st_mode)}, not a regular file"
                 elif info.st_size != shard.bytes:
                     problem = (
                         f"has {info.st_size} bytes, the manifest says {shard.bytes} (truncated "
@@ -426,7 +425,7 @@ class _Checker:
 
     def fail(self, key: str, problem: str) -> DatasetError:
         return DatasetError(
-            f"{self.path}: {key!r} {problem}: prepare the dataset again", self.data_dir
+            f"{self.path}: {_short(key)} {problem}: prepare the dataset again", self.data_dir
         )
 
     def get(self, parent: Mapping, key: str, kind: type | tuple, where: str = "") -> Any:
@@ -527,7 +526,7 @@ class _Checker:
                     "dataset folder (no separators, no '..', not hidden, not absolute)",
                 )
             if shard_name in seen:
-                raise self.fail(f"{at}.name", f"names {shard_name} a second time")
+                raise self.fail(f"{at}.name", f"names {_short(shard_name)} a second time")
             seen.add(shard_name)
             count = self.count(shard, "num_examples", at)
             size = self.count(shard, "bytes", at)
@@ -546,6 +545,17 @@ class _Checker:
             )
         content = {**common, "shards": [(s.name, s.sha256) for s in shards]}
         return Split(name, total, tuple(shards), _digest(content))
+
+
+def _file_kind(mode: int) -> str:
+    """What a path that is not a regular file is, for a message."""
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a socket" if stat.S_ISSOCK(mode) else "neither a file nor a folder"
 
 
 def _short(value: Any, limit: int = 80) -> str:

@@ -1,16 +1,21 @@
+"""model/console.py: quiet TensorFlow start-up, --help of every console script, one-line errors."""
+
 import configparser
-import io
 import os
 import re
 import subprocess
 import sys
 
-from facevae.model.console import Progress
+import pytest
+from absl import flags
+
+from facevae.model import console
+from facevae.pipeline.schema import DatasetError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 QUIET_IMPORT = (
-    "from model.console import quiet_tensorflow; quiet_tensorflow(); "
+    "from facevae.model.console import quiet_tensorflow; quiet_tensorflow(); "
     "import tensorflow as tf; tf.constant(1) + 1"
 )
 CPP_LOG_LINE = re.compile(r"^[IWE]\d{4} ", re.MULTILINE)  # absl's C++ format: I0000 00:00:...
@@ -34,15 +39,34 @@ def test_users_log_level_wins():
     assert CPP_LOG_LINE.search(_stderr_of({"TF_CPP_MIN_LOG_LEVEL": "0"}))
 
 
-def test_progress_prints_count_rate_and_eta_lines_when_not_a_tty():
-    stream = io.StringIO()
-    bar = Progress(total=3, label="prep", stream=stream)
-    for _ in range(3):
-        bar.update()
-    bar.close()
-    lines = stream.getvalue().splitlines()
-    assert lines[0].startswith("prep [") and "1/3" in lines[0] and "img/s" in lines[0]
-    assert "3/3" in lines[-1] and "ETA 0:00" in lines[-1]
+def test_one_line_names_flags_and_adds_the_command_that_fixes_it():
+    flag_values = flags.FlagValues()
+    flags.DEFINE_integer("batch_size", 1, "x", flag_values=flag_values)
+    saved = console.flags.FLAGS
+    console.flags.FLAGS = flag_values
+    try:
+        text = console.one_line(ValueError("`batch_size`=500 is more: lower `batch_size`\nsecond"))
+        assert text == "--batch_size=500 is more: lower --batch_size second"
+        # A name that is no flag of this process stays as the library wrote it.
+        assert console.one_line(ValueError("`zdim` off")) == "`zdim` off"
+    finally:
+        console.flags.FLAGS = saved
+    error = DatasetError("shard x is missing: prepare the dataset again", "data/x")
+    assert console.one_line(error).endswith(
+        "(`python -m tools.prepare_celeba --src SRC --out data/x --overwrite`)"
+    )
+    long = console.one_line(ValueError(f"`seed`={'9' * 10_000}: give 0..4294967295"))
+    assert len(long) < 200 and "\n" not in long
+
+
+def test_a_bad_flag_value_is_one_short_line(monkeypatch):
+    flag_values = flags.FlagValues()
+    flags.DEFINE_integer("seed", 0, "x", flag_values=flag_values)
+    monkeypatch.setattr(console.flags, "FLAGS", flag_values)
+    with pytest.raises(SystemExit) as caught:
+        console.parse_flags(["tool.py", f"--seed={'x' * 10_000}"])
+    message = str(caught.value.code)
+    assert message.startswith("tool.py: ") and "\n" not in message and len(message) < 300
 
 
 def console_scripts() -> dict[str, str]:

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -49,11 +51,10 @@ def test_save_grid_writes_png_atomically(tmp_path):
 
 
 def test_save_grid_leaves_no_temp_file_when_writing_fails(tmp_path, monkeypatch):
-    def fail(self, fp, format=None):
-        open(fp, "wb").close()  # half-written, then the disk is full
-        raise OSError("No space left on device")
+    def fail(fd):
+        raise OSError(28, "No space left on device")  # the disk filled while writing
 
-    monkeypatch.setattr(Image.Image, "save", fail)
-    with pytest.raises(OSError, match="No space"):
+    monkeypatch.setattr(os, "fsync", fail)
+    with pytest.raises(OSError, match="(?i)no space"):
         grid.save_grid(np.zeros((1, 4, 4, 3)), str(tmp_path / "grid.png"))
     assert list(tmp_path.iterdir()) == []

@@ -66,7 +66,7 @@ def test_offline_download_is_tried_once_and_not_again_for_a_day(tmp_path, monkey
     new_process(monkeypatch)  # the next run, minutes later
     with pytest.raises(inception.NoInceptionError, match="not retried for a day") as error:
         inception.load("ttur", cache)
-    assert "--inception_weights /path/to/classify_image_graph_def.pb" in str(error.value)
+    assert "`inception_weights` /path/to/classify_image_graph_def.pb" in str(error.value)
     assert len(calls) == 1
     marker = os.path.join(cache, inception.GRAPH_SUBDIR, "download-failed.json")
     with open(marker) as f:

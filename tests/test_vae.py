@@ -230,7 +230,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from facevae.model.networks import NetworkConfig
 from facevae.model.vae import VAE, Sampling
 
-Sampling.call = lambda self, inputs: inputs[0]
+Sampling.call = lambda self, inputs, step=None: inputs[0]
 network = NetworkConfig(image_shape=(32, 32, 3), filters=(8, 16), z_dim=8, norm="none")
 images = np.random.default_rng(0).random((8, 32, 32, 3), dtype=np.float32)
 

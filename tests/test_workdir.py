@@ -14,16 +14,16 @@ import pytest
 import tensorflow as tf
 
 # The kill -9 stand-in of the atomic-folder tests (pytest puts tests/ on sys.path).
-import test_atomic
+import corrupt
 from tensorflow.python.checkpoint import functional_saver
 
 from facevae.model import workdir as wd
+from facevae.model.config import RunConfig, TrainConfig
 from facevae.model.grid import save_grid
 from facevae.model.networks import NetworkConfig
-from facevae.model.vae import VAE
+from facevae.model.vae import VAE, ModelConfig
 
-Killed = test_atomic.Killed
-kill_after = test_atomic.kill_after  # a fixture
+Killed = corrupt.Killed  # kill_after: a fixture of conftest.py
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 MODEL = {
@@ -34,28 +34,36 @@ MODEL = {
     "reconstruction_loss": "bce",
     "seed": 0,
 }
+RUN = RunConfig(
+    TrainConfig(data_dir="data/x", z_dim=4, filters=(4, 8), norm="none"),
+    ModelConfig.from_dict(MODEL),
+)
 
 
 def test_missing_config_says_how_to_train(tmp_path):
-    with pytest.raises(wd.WorkdirError, match=r"python train\.py .*--workdir"):
+    with pytest.raises(wd.WorkdirError, match=r"does not exist.*train one there first"):
         wd.read_config(str(tmp_path))
 
 
 def test_config_round_trip_and_model_differences(tmp_path):
-    wd.write_config(str(tmp_path / "run"), {"flags": {"z_dim": 4}, "model": MODEL})
-    assert wd.read_config(str(tmp_path / "run"))["model"] == MODEL
-    other = {**MODEL, "mode": "ae", "seed": 1}  # the seed does not shape the model
-    assert wd.model_differences(MODEL, other) == ["mode: stored 'vae', now 'ae'"]
+    wd.write_config(str(tmp_path / "run"), RUN)
+    assert wd.read_config(str(tmp_path / "run")) == RUN
+    assert wd.read_config(str(tmp_path / "run")).model.to_dict() == {
+        **MODEL,
+        "network": NetworkConfig.from_dict(MODEL["network"]).to_dict(),
+    }
+    other = ModelConfig.from_dict({**MODEL, "mode": "ae", "seed": 1})  # seed: not the model's
+    assert wd.model_differences(RUN.model, other) == ["mode: stored 'vae', now 'ae'"]
 
 
 def test_restore_needs_a_checkpoint_or_model(tmp_path):
-    wd.write_config(str(tmp_path), {"flags": {}, "model": MODEL})
+    wd.write_config(str(tmp_path), RUN)
     with pytest.raises(wd.WorkdirError, match="no checkpoint"):
         wd.restore(str(tmp_path))
 
 
 def test_restore_from_the_final_model(tmp_path):
-    wd.write_config(str(tmp_path), {"flags": {}, "model": MODEL})
+    wd.write_config(str(tmp_path), RUN)
     trained = wd.build_model(wd.read_config(str(tmp_path)))
     trained.set_weights([w + 0.5 for w in trained.get_weights()])  # unlike any fresh model
     trained.save(os.path.join(tmp_path, wd.MODEL_FILE))
@@ -82,7 +90,7 @@ def test_a_damaged_config_names_the_file_and_the_fix(tmp_path, content, problem)
     with pytest.raises(wd.WorkdirError, match=re.escape(problem)) as error:
         wd.read_config(str(tmp_path))
     message = str(error.value)
-    assert str(tmp_path / "config.json") in message and "--overwrite" in message
+    assert str(tmp_path / "config.json") in message and "`overwrite`" in message
     assert "\n" not in message
 
 
@@ -199,7 +207,7 @@ def test_a_second_process_is_refused_until_the_holder_is_killed(tmp_path):
         message = str(error.value)
         assert f"pid {holder.pid} on {socket.gethostname()}" in message
         assert f"`-c {workdir}`" in message and f"kill {holder.pid}" in message  # command, fix
-        assert "another --workdir" in message and "\n" not in message
+        assert "another `workdir`" in message and "\n" not in message
     finally:
         holder.kill()  # SIGKILL: no cleanup runs, the OS releases the lock
         holder.wait()
@@ -209,7 +217,7 @@ def test_a_second_process_is_refused_until_the_holder_is_killed(tmp_path):
 
 
 def test_lock_is_exclusive_within_a_process_too_and_forgets_its_holder(tmp_path):
-    wd.write_config(str(tmp_path), {"flags": {}, "model": MODEL})
+    wd.write_config(str(tmp_path), RUN)
     with (
         wd.lock(str(tmp_path)),
         pytest.raises(wd.WorkdirError, match=f"pid {os.getpid()} "),
@@ -255,7 +263,7 @@ def test_a_folder_the_lock_created_is_removed_if_nothing_else_was_written(tmp_pa
         assert os.listdir(tmp_path / "run") == [".lock"]
     assert list(tmp_path.iterdir()) == []
     with wd.lock(str(tmp_path / "run")):
-        wd.write_config(str(tmp_path / "run"), {"flags": {}, "model": MODEL})
+        wd.write_config(str(tmp_path / "run"), RUN)
     assert sorted(os.listdir(tmp_path / "run")) == [".lock", "config.json"]
 
 
@@ -289,7 +297,7 @@ def checkpoint_files(step: int, text: str) -> dict[str, str]:
 
 
 OLD_RUN = {
-    "config.json": json.dumps({"flags": {"z_dim": 4}, "model": MODEL}),
+    "config.json": json.dumps(RUN.to_dict()),
     **checkpoint_files(40, "old"),
     "logs/train/events.out.tfevents.1.host.1.v2": "old",
     "logs/validation/events.out.tfevents.2.host.1.v2": "old",
@@ -303,6 +311,7 @@ OLD_RUN = {
     "attribute_vectors_validation.npz": "old",
     "prior_gmm.npz": "old",
     "eval.json": "old",  # evaluate.py
+    ".outputs": json.dumps(["eval.json", "random.png", "stats.json"]),  # as they noted them
 }
 # One entry of each kind: the kill test's runtime grows with the square of the entries.
 SMALL_RUN = {
@@ -310,7 +319,9 @@ SMALL_RUN = {
     for k, v in OLD_RUN.items()
     if k.split("/")[0] in ("config.json", "ckpt", "samples", "model.keras")
 }
-NEW_CONFIG = json.dumps({"flags": {"z_dim": 8}, "model": MODEL})
+NEW_CONFIG = json.dumps(
+    RunConfig(TrainConfig(data_dir="data/x", z_dim=8), ModelConfig.from_dict(MODEL)).to_dict()
+)
 NEW_START = {"config.json": NEW_CONFIG, "logs/train/events.out.tfevents.3.host.1.v2": "new"}
 NEW_RUN = {**NEW_START, **checkpoint_files(1, "new")}
 
@@ -350,7 +361,7 @@ def test_overwrite_refuses_a_folder_with_files_no_run_writes(tmp_path, foreign, 
     with pytest.raises(wd.WorkdirError) as error:
         wd.begin_overwrite(workdir)
     assert f"does not write ({listed}); move them out" in str(error.value)
-    assert "--overwrite refused" in str(error.value) and "another --workdir" in str(error.value)
+    assert "`overwrite` refused" in str(error.value) and "another `workdir`" in str(error.value)
     assert files_of(tmp_path / "run") == before
     assert not (tmp_path / "run" / ".replaced-run").exists()
 
@@ -366,8 +377,8 @@ def test_overwrite_refuses_a_symbolic_link_and_lists_at_most_a_few(tmp_path):
 @pytest.mark.parametrize(
     "files, problem",
     [
-        ({"config.json": '{"name": "some other tool"}'}, "is not a config.json of train.py"),
-        ({"config.json": '{"flags": '}, "is not a config.json of train.py"),
+        ({"config.json": '{"name": "some other tool"}'}, "is not a config.json of ours"),
+        ({"config.json": '{"flags": '}, "is not a config.json of ours"),
         ({"logs/train/events.out.tfevents.1.x": "tb"}, "holds no training run"),
     ],
 )
@@ -621,7 +632,7 @@ def test_what_tensorflow_and_keras_write_is_recognised_as_ours(tmp_path):
     """Real artefacts, not hand-made names: a run of ours passes foreign_entries."""
     workdir = str(tmp_path)
     model = tiny_model(0.0)
-    wd.write_config(workdir, {"flags": {}, "model": {"network": TINY.to_dict()}})
+    wd.write_config(workdir, RunConfig(TrainConfig(data_dir="d"), ModelConfig(TINY)))
     checkpoint = tf.train.Checkpoint(model=model)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(workdir, "ckpt"), 1)
     manager.save(checkpoint_number=1)

@@ -9,7 +9,7 @@ training-mode batches (shuffled, flipped, float32). Give several --data_dir to c
 image formats, or folders of one format with different sizes to compare peak RSS.
 """
 
-from facevae.model.console import Progress, peak_rss_mb, quiet_tensorflow
+from facevae.model.console import peak_rss_mb, quiet_tensorflow
 
 quiet_tensorflow()  # before TensorFlow is imported: hides its C++ start-up log lines
 
@@ -23,45 +23,31 @@ from typing import Any
 
 from absl import app, flags
 
+from facevae.model.console import fail, run_app
 from facevae.pipeline import dataset, schema
+from facevae.pipeline.progress import Progress
 
 CACHES = ("none", "memory", "disk")
 DEFAULT_CACHES = ("none", "memory")
 
 
-def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
-    """The CLI's flags; defined by run(), so importing measure() adds none to another CLI."""
-    flags.DEFINE_multi_string(
-        "data_dir",
-        None,
-        "Prepared dataset; repeat the flag to compare folders.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_string("split", "train", "Split to read.", flag_values=flag_values)
-    flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1, flag_values=flag_values)
-    flags.DEFINE_integer(
-        "epochs", 3, "Timed epochs after the warm-up epoch.", lower_bound=1, flag_values=flag_values
-    )
-    flags.DEFINE_list(
-        "modes",
-        [],
-        "FORMAT-CACHE pairs, e.g. jpeg-none,jpeg-disk; default: FORMAT-none,FORMAT-memory.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_integer(
-        "shuffle_buffer",
-        10_000,
-        "Shuffle buffer, as in training.",
-        lower_bound=1,
-        flag_values=flag_values,
-    )
-    flags.DEFINE_bool(
-        "in_process", False, "Run the single given run in this process.", flag_values=flag_values
-    )
+flags.DEFINE_multi_string("data_dir", None, "Prepared dataset; repeat the flag to compare folders.")
+flags.DEFINE_string("split", "train", "Split to read.")
+flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1, upper_bound=4096)
+flags.DEFINE_integer(
+    "epochs", 3, "Timed epochs after the warm-up epoch.", lower_bound=1, upper_bound=1000
+)
+flags.DEFINE_list(
+    "modes", [], "FORMAT-CACHE pairs, e.g. jpeg-none,jpeg-disk; default: FORMAT-none,FORMAT-memory."
+)
+flags.DEFINE_integer(
+    "shuffle_buffer", 10_000, "Shuffle buffer, as in training.", lower_bound=1, upper_bound=1 << 24
+)
+flags.DEFINE_bool("in_process", False, "Run the single given run in this process.")
 
 
 def _format(data_dir: str) -> str:
-    return schema.read_manifest(data_dir)["image"]["format"]
+    return schema.Manifest.read(data_dir).image_format
 
 
 def plan(data_dirs: list[str], modes: list[str]) -> list[tuple[str, str, str]]:
@@ -94,10 +80,11 @@ def measure(
     data_dir: str, split: str, cache: str, batch_size: int, epochs: int, shuffle_buffer: int
 ) -> dict[str, Any]:
     """Images/s over `epochs` training epochs after a warm-up epoch, and peak RSS."""
+    manifest = schema.Manifest.read(data_dir)
     with tempfile.TemporaryDirectory(prefix="bench-cache-") as folder:
         mode = f"disk:{folder}" if cache == "disk" else cache
         ds = dataset.load(
-            data_dir,
+            manifest,
             split,
             batch_size,
             training=True,
@@ -106,13 +93,13 @@ def measure(
             repeat=False,
             flip=True,
         )
-        total = dataset.num_examples(data_dir, split)
-        with dataset.explain_corrupt_shards(data_dir):  # a corrupt record: name the shard
+        total = manifest.num_examples(split)
+        with dataset.explain_corrupt_shards(manifest):  # a corrupt record: name the shard
             start = time.perf_counter()
             for _ in ds:  # warm-up: graph tracing, autotuning, filling the cache
                 pass
             warmup = time.perf_counter() - start
-            progress = Progress(epochs * total, f"{_format(data_dir)}-{cache}")
+            progress = Progress(epochs * total, f"{manifest.image_format}-{cache}")
             seconds = []
             cpu_start = _cpu_seconds()
             for _ in range(epochs):
@@ -125,7 +112,7 @@ def measure(
     images = progress.count
     return {
         "benchmark": "pipeline",
-        "mode": f"{_format(data_dir)}-{cache}",
+        "mode": f"{manifest.image_format}-{cache}",
         "data_dir": data_dir,
         "split": split,
         "num_examples": total,
@@ -149,7 +136,7 @@ def main(argv: list[str]) -> None:
     try:
         runs = plan(FLAGS.data_dir, FLAGS.modes)
     except schema.DatasetError as e:
-        sys.exit(f"--data_dir: {e}")
+        fail(e, "--data_dir: ")
     if FLAGS.in_process:
         if len(runs) != 1:
             raise app.UsageError("--in_process runs exactly one mode: give one --modes value")
@@ -159,7 +146,7 @@ def main(argv: list[str]) -> None:
                 data_dir, FLAGS.split, cache, FLAGS.batch_size, FLAGS.epochs, FLAGS.shuffle_buffer
             )
         except schema.DatasetError as e:
-            sys.exit(f"--data_dir={data_dir}: {e}")
+            fail(e, f"--data_dir={data_dir}: ")
         print(json.dumps(result), flush=True)
         return
     for mode, data_dir, _ in runs:
@@ -176,8 +163,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    define_flags()
-    app.run(main)
+    run_app(main)
 
 
 if __name__ == "__main__":

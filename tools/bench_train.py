@@ -27,7 +27,7 @@ in a temp folder.
 
 import os
 
-from facevae.model.console import Progress, peak_rss_mb, quiet_tensorflow
+from facevae.model.console import peak_rss_mb, quiet_tensorflow
 
 # quiet_tensorflow() sets TF_CPP_MIN_LOG_LEVEL; the worker processes must not inherit it
 # (it means "the user chose", and they would print TensorFlow's start-up lines).
@@ -52,51 +52,51 @@ import tensorflow as tf
 from absl import app, flags
 
 from facevae.model import networks
+from facevae.model.callbacks import StepTimer
+from facevae.model.config import JIT_COMPILE, MIXED_PRECISION
+from facevae.model.console import fail, run_app
 from facevae.model.networks import NetworkConfig, build_decoder, build_encoder
 from facevae.model.vae import VAE, Sampling
-from facevae.pipeline import dataset, schema
+from facevae.pipeline import dataset, prepare, schema, synthetic
 
 VARIANTS = ("seed_keras_bn", "seed", "fit", "train_py")
 BASELINES = ("seed_keras_bn", "seed")
 LEARNING_RATE = 1e-3
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-JIT_COMPILE = {"auto": "auto", "true": True, "false": False}  # flag -> keras compile's value
 MATMUL_SIZE = 2048  # of the square fp32 matmul that measures the peak
 
 FLAGS = flags.FLAGS
 
 
-def define_flags() -> None:
-    """The CLI's flags; defined by run(), so importing this module adds none to another CLI."""
-    flags.DEFINE_string(
-        "data_dir", None, "Prepared dataset; default: synthetic faces in a temp dir."
-    )
-    flags.DEFINE_integer(
-        "synthetic_images", 1024, "Images of the synthetic dataset (no --data_dir)."
-    )
-    flags.DEFINE_integer("batch_size", 128, "Images per training step.")
-    flags.DEFINE_integer("steps", 20, "Timed training steps per variant, after the warm-up.")
-    flags.DEFINE_integer("warmup_steps", 3, "Untimed steps first (tracing).")
-    flags.DEFINE_integer("rounds", 1, "Interleaved rounds of all variants; each reports its best.")
-    flags.DEFINE_integer("z_dim", 256, "Latent dimensions.")
-    flags.DEFINE_list(
-        "filters", ["32", "64", "128", "256"], "Encoder conv filters (stride 2 each)."
-    )
-    flags.DEFINE_integer("num_images", 1024, "Float32 images the seed-style variants hold in RAM.")
-    flags.DEFINE_enum(
-        "mixed_precision",
-        "none",
-        ["none", "mixed_float16", "mixed_bfloat16"],
-        "Keras dtype policy of the fit and train_py variants (the baselines stay float32).",
-    )
-    flags.DEFINE_integer("steps_per_execution", 1, "Of the fit and train_py variants.")
-    flags.DEFINE_enum(
-        "jit_compile",
-        "auto",
-        list(JIT_COMPILE),
-        "XLA for the fit and train_py variants, as train.py's flag (auto: on GPU/TPU only).",
-    )
-    flags.DEFINE_list("variants", list(VARIANTS), f"Variants to run, any of {', '.join(VARIANTS)}.")
+flags.DEFINE_string("data_dir", None, "Prepared dataset; default: synthetic faces in a temp dir.")
+flags.DEFINE_integer(
+    "synthetic_images", 1024, "Images of the synthetic dataset (no --data_dir).", 1, 1_000_000
+)
+flags.DEFINE_integer("batch_size", 128, "Images per training step.", 1, 4096)
+flags.DEFINE_integer("steps", 20, "Timed training steps per variant, after the warm-up.", 1, 10**6)
+flags.DEFINE_integer("warmup_steps", 3, "Untimed steps first (tracing).", 1, 10**6)
+flags.DEFINE_integer(
+    "rounds", 1, "Interleaved rounds of all variants; each reports its best.", 1, 100
+)
+flags.DEFINE_integer("z_dim", 256, "Latent dimensions.", 1, 1 << 16)
+flags.DEFINE_list("filters", ["32", "64", "128", "256"], "Encoder conv filters (stride 2 each).")
+flags.DEFINE_integer(
+    "num_images", 1024, "Float32 images the seed-style variants hold in RAM.", 1, 1 << 20
+)
+flags.DEFINE_enum(
+    "mixed_precision",
+    "none",
+    list(MIXED_PRECISION),
+    "Keras dtype policy of the fit and train_py variants (the baselines stay float32).",
+)
+flags.DEFINE_integer("steps_per_execution", 1, "Of the fit and train_py variants.", 1, 10**4)
+flags.DEFINE_enum(
+    "jit_compile",
+    "auto",
+    list(JIT_COMPILE),
+    "XLA for the fit and train_py variants, as train.py's flag (auto: on GPU/TPU only).",
+)
+flags.DEFINE_list("variants", list(VARIANTS), f"Variants to run, any of {', '.join(VARIANTS)}.")
 
 
 # --------------------------------------------------------------------------- FLOPs and peak
@@ -147,42 +147,15 @@ def matmul_peak_gflops(seconds: float = 1.0, size: int = MATMUL_SIZE) -> float:
 # --------------------------------------------------------------------------- variants
 
 
-class _StepTimer(keras.callbacks.Callback):
-    """Wall time from the end of the warm-up to the end of the last timed step.
-
-    fit calls on_train_batch_end once per execution of steps_per_execution steps.
-    """
-
-    def __init__(self, warmup_calls: int, timed_calls: int, steps_per_call: int, label: str):
-        super().__init__()
-        self.warmup_calls, self.timed_calls = warmup_calls, timed_calls
-        self.steps_per_call = steps_per_call
-        self.calls, self.start, self.seconds = 0, 0.0, 0.0
-        self.cpu_start, self.cpu_seconds = 0.0, 0.0
-        self.progress = Progress(timed_calls * steps_per_call, label, unit="step")
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if logs and "loss" in logs:
-            float(logs["loss"])  # waits for the step
-        self.calls += 1
-        now, cpu_now = time.perf_counter(), time.process_time()
-        if self.calls == self.warmup_calls:
-            self.start, self.cpu_start = now, cpu_now
-        elif self.warmup_calls < self.calls <= self.warmup_calls + self.timed_calls:
-            self.seconds, self.cpu_seconds = now - self.start, cpu_now - self.cpu_start
-            self.progress.update(self.steps_per_call)
-            if self.calls == self.warmup_calls + self.timed_calls:
-                self.model.stop_training = True
-                self.progress.close()
-
-    def result(self, batch_size: int) -> dict[str, float]:
-        steps = self.timed_calls * self.steps_per_call
-        return {
-            "images_per_s": steps * batch_size / self.seconds,
-            "ms_per_step": 1000 * self.seconds / steps,
-            "cpu_ms_per_step": 1000 * self.cpu_seconds / steps,
-            "peak_rss_mb": peak_rss_mb(),
-        }
+def _timing(timer: StepTimer, batch_size: int) -> dict[str, float]:
+    """A variant's numbers from the shared step timer, and this process's peak RSS."""
+    result = timer.result(batch_size)
+    return {
+        "images_per_s": result["images_per_sec"],
+        "ms_per_step": result["ms_per_step"],
+        "cpu_ms_per_step": result["cpu_ms_per_step"],
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 class _KLDivergence(keras.layers.Layer):
@@ -201,7 +174,8 @@ def _pass_through(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
 
 def _images_in_ram(data_dir: str, num_images: int) -> np.ndarray:
     """The first num_images training images as one float32 array (N, H, W, C) in [0, 1]."""
-    batches = dataset.load(data_dir, "train", num_images, training=False, cache="none")
+    manifest = schema.Manifest.read(data_dir)
+    batches = dataset.load(manifest, "train", num_images, training=False, cache="none")
     return next(iter(batches)).numpy()
 
 
@@ -231,8 +205,7 @@ def bench_seed(
         loss={"logits": keras.losses.BinaryCrossentropy(from_logits=True), "kl": _pass_through},
         loss_weights={"logits": 1.0, "kl": VAE().kl_weight},
     )
-    label = "seed_keras_bn" if keras_bn else "seed"
-    timer = _StepTimer(warmup_steps, steps, 1, label)
+    timer = StepTimer(warmup_steps, steps)
     steps_per_epoch = len(images) // batch_size
     model.fit(
         images,
@@ -242,7 +215,7 @@ def bench_seed(
         callbacks=[timer],
         verbose=0,
     )
-    return timer.result(batch_size)
+    return _timing(timer, batch_size)
 
 
 def bench_fit(
@@ -259,7 +232,8 @@ def bench_fit(
     if mixed_precision != "none":
         keras.mixed_precision.set_global_policy(mixed_precision)
     keras.utils.set_random_seed(0)
-    train_data = dataset.load(data_dir, "train", batch_size, training=True, seed=0)
+    manifest = schema.Manifest.read(data_dir)
+    train_data = dataset.load(manifest, "train", batch_size, training=True, seed=0)
     model = VAE(network, seed=0)
     model.compile(
         optimizer=keras.optimizers.Adam(LEARNING_RATE),
@@ -268,7 +242,7 @@ def bench_fit(
     )
     warmup_calls = math.ceil(warmup_steps / steps_per_execution)
     timed_calls = math.ceil(steps / steps_per_execution)
-    timer = _StepTimer(warmup_calls, timed_calls, steps_per_execution, "fit")
+    timer = StepTimer(warmup_calls * steps_per_execution, timed_calls * steps_per_execution)
     model.fit(
         train_data,
         epochs=1,
@@ -277,7 +251,7 @@ def bench_fit(
         callbacks=[timer],
         verbose=0,
     )
-    return timer.result(batch_size)
+    return _timing(timer, batch_size)
 
 
 def bench_train_py(
@@ -358,13 +332,11 @@ def dataset_dir(data_dir: str | None, synthetic_images: int, size: int) -> Itera
     if data_dir:
         yield data_dir
         return
-    from facevae.tools import make_synthetic, prepare_celeba
-
     with tempfile.TemporaryDirectory(prefix="bench_train-data-") as root:
         source, out = os.path.join(root, "source"), os.path.join(root, "data")
         print(f"bench_train: making {synthetic_images} synthetic faces", file=sys.stderr)
-        make_synthetic.write_source(source, synthetic_images, seed=0, verbose=False)
-        prepare_celeba.prepare(source, out, size=size, verbose=False)
+        synthetic.write_source(source, synthetic_images, seed=0, verbose=False)
+        prepare.prepare(source, out, size=size, verbose=False)
         yield out
 
 
@@ -461,8 +433,8 @@ def main(argv: list[str]) -> None:
         )
     try:
         with dataset_dir(FLAGS.data_dir, FLAGS.synthetic_images, 96) as data_dir:
-            shape = dataset.image_shape(data_dir)
-            num_train = dataset.num_examples(data_dir, "train")
+            manifest = schema.Manifest.read(data_dir)
+            shape, num_train = manifest.image_shape, manifest.num_examples("train")
             if num_train < FLAGS.batch_size:
                 raise app.UsageError(
                     f"--data_dir {data_dir}: its train split has {num_train} images, fewer than "
@@ -482,8 +454,8 @@ def main(argv: list[str]) -> None:
                 steps_per_execution=FLAGS.steps_per_execution,
                 jit_compile=FLAGS.jit_compile,
             )
-    except (schema.DatasetError, ValueError, RuntimeError) as e:
-        sys.exit(f"bench_train: {e}")
+    except (schema.DatasetError, ValueError, RuntimeError, OSError) as e:
+        fail(e, "bench_train: ")
     for report in reports:
         print(json.dumps(report))
     summary = ", ".join(f"{r['variant']} {r['images_per_s']:.1f} img/s" for r in reports)
@@ -491,8 +463,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    define_flags()
-    app.run(main)
+    run_app(main)
 
 
 if __name__ == "__main__":

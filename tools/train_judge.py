@@ -12,12 +12,11 @@ from facevae.model.console import quiet_tensorflow, run_app
 
 quiet_tensorflow()  # before TensorFlow is imported: hides its C++ start-up log lines
 
-import sys
-
 from absl import app, flags
 
 from facevae.model import judge
-from facevae.pipeline.schema import DatasetError
+from facevae.model.console import fail
+from facevae.pipeline import schema
 
 flags.DEFINE_string("data_dir", None, "Prepared dataset with attribute labels.")
 flags.DEFINE_string("out", None, "Folder for the judge (default <data_dir>/judge).")
@@ -32,6 +31,13 @@ for _name in ("epochs", "batch_size", "width"):
 flags.register_validator(
     "learning_rate", lambda v: 0 < v < 1, message="--learning_rate must be in (0, 1)"
 )
+flags.register_validator(
+    "seed", lambda v: 0 <= v < 2**32, message="--seed must be in 0..4294967295"
+)
+for _name, _most in (("epochs", 10_000), ("batch_size", 4096), ("width", 1024)):
+    flags.register_validator(
+        _name, lambda v, most=_most: v <= most, message=f"--{_name} must be at most {_most}"
+    )
 FLAGS = flags.FLAGS
 
 
@@ -40,7 +46,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments {argv[1:]}: every setting is a --flag")
     try:
         report = judge.train(
-            FLAGS.data_dir,
+            schema.Manifest.read(FLAGS.data_dir),
             FLAGS.out,
             epochs=FLAGS.epochs,
             batch_size=FLAGS.batch_size,
@@ -49,8 +55,8 @@ def main(argv: list[str]) -> None:
             seed=FLAGS.seed,
             verbose=2,
         )
-    except (judge.JudgeError, DatasetError) as e:
-        sys.exit(f"train_judge: {e}")
+    except (judge.JudgeError, schema.DatasetError, OSError) as e:
+        fail(e, "train_judge: ")
     print(report.table())
 
 
