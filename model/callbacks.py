@@ -393,8 +393,9 @@ class Checkpointer(keras.callbacks.Callback):
         for path in later:
             for name in tf.io.gfile.glob(path + ".*"):
                 tf.io.gfile.remove(name)
-        tf.train.update_checkpoint_state(
-            self.directory, kept[-1] if kept else "", kept, save_relative_paths=True
+        names = [os.path.basename(p) for p in kept]  # relative: the workdir can move
+        tf.compat.v1.train.update_checkpoint_state(
+            self.directory, names[-1] if names else "", names
         )
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, self.directory, max_to_keep=self.manager._max_to_keep

@@ -25,11 +25,14 @@ after conversion is what would catch such a file before it is written.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import math
 import os
+import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -116,6 +119,25 @@ def litert_available() -> bool:
     return importlib.util.find_spec("ai_edge_litert") is not None
 
 
+@contextlib.contextmanager
+def _without_native_stderr() -> Iterator[None]:
+    """Sends what native code writes to stderr (fd 2) to /dev/null inside the block.
+
+    LiteRT prints an INFO line when it applies its CPU delegate, whatever the log level; its
+    errors reach Python as exceptions with their messages, so nothing needed is lost.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class TfliteDecoder:
     """A .tflite decoder run by the LiteRT interpreter: `decode(z)` -> uint8 images."""
 
@@ -126,8 +148,10 @@ class TfliteDecoder:
             )
         from ai_edge_litert.interpreter import Interpreter
 
-        self.interpreter = Interpreter(model_content=content, num_threads=num_threads)
-        self.runner = self.interpreter.get_signature_runner(wd.SERVING_SIGNATURE)
+        with _without_native_stderr():  # LiteRT's "INFO: Created ... XNNPACK delegate" line
+            self.interpreter = Interpreter(model_content=content, num_threads=num_threads)
+            self.interpreter.allocate_tensors()  # applies the delegate: prints the line
+            self.runner = self.interpreter.get_signature_runner(wd.SERVING_SIGNATURE)
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         """(N, z_dim) float32 -> (N, H, W, C) uint8."""
@@ -154,6 +178,11 @@ def default_out(workdir: str, quantize: str = "none") -> str:
     return os.path.join(workdir, name)
 
 
+def _listed(folders: tuple[str, ...]) -> str:
+    names = [f"{name}/" for name in folders]
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def check_out(workdir: str, out: str) -> None:
     """ExportError before any work if `out` is a folder, a file of the run's own (its
     config, model, lock), or lies in one of the folders the run's library manages (ckpt/,
@@ -170,7 +199,7 @@ def check_out(workdir: str, out: str) -> None:
         if target == folder or target.startswith(folder + os.sep):
             raise ExportError(
                 f"`out`={short(out)} lies in the run's {name}/ folder, which its training "
-                f"writes and manages: choose a path outside {', '.join(_MANAGED_DIRS)}/ "
+                f"writes and manages: choose a path outside {_listed(_MANAGED_DIRS)} "
                 f"(the default is {short(default_out(workdir))})"
             )
     if os.path.dirname(target) == run and os.path.basename(target) in _OWN_FILES:

@@ -110,6 +110,8 @@ def make(model: VAE, manifest: schema.Manifest | None, config: SampleConfig) -> 
     data (SampleConfig.reads_data). Seeds Keras' global generators with `seed` first."""
     if config.reads_data and manifest is None:
         raise SampleError(f"`mode`={config.mode} reads images: give the dataset's manifest")
+    if manifest is not None:  # a DatasetError naming both shapes, not TensorFlow's
+        manifest.check_image_shape(model.network.image_shape)
     config = check_limits(config, tuple(model.network.image_shape), model.network.z_dim)
     keras.utils.set_random_seed(config.seed)  # any draw not seeded explicitly below
     return MAKERS[config.mode](model, manifest, config)

@@ -34,7 +34,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import keras
@@ -269,6 +269,7 @@ def train_and_evaluate(
     *,
     overwrite: bool = False,
     resume_step: int | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> TrainResult:
     """Trains (or resumes) the run in `workdir`; prints progress to stdout.
 
@@ -277,7 +278,9 @@ def train_and_evaluate(
     SIGTERM (a checkpoint saved). `overwrite` replaces the run in `workdir`: the old one is
     kept aside until the new one's first checkpoint, and put back if it fails before.
     `resume_step` resumes from the kept checkpoint of that step instead of the latest, and
-    deletes the later ones (a run that diverged goes back to before it did).
+    deletes the later ones (a run that diverged goes back to before it did). `callbacks`
+    are Keras callbacks of the caller's (a notebook's logging, a test's probe), called
+    after the trainer's own and before the one that stops on a signal.
     """
     config.check()
     if resume_step is not None and (overwrite or resume_step < 0):
@@ -302,6 +305,7 @@ def train_and_evaluate(
                 wd.write_config(workdir, wd.RunConfig(config, model_config))
             with distribute.precision(config.mixed_precision):
                 run = _Run(config, workdir, local, strategy, facts, model_config, fixed_images)
+                run.extra_callbacks = list(callbacks)
                 return run.train(interrupts, replacement, stored, resume_step)
         except BaseException:
             if replacement is not None:
@@ -367,6 +371,7 @@ class _Run:
         self.fixed_images = fixed_images
         self.scalars: ScalarLogger | None = None
         self.grids: SampleGrids | None = None
+        self.extra_callbacks: list[keras.callbacks.Callback] = []
 
     def _open_outputs(self) -> None:
         """TensorBoard writers and the sample grids: opened once the run is restored, so a
@@ -396,11 +401,13 @@ class _Run:
     ) -> tuple[int, int, int]:
         """Restores the checkpoint to resume from; returns (epoch, steps of it done, input
         steps read). (0, 0, 0) for a new run."""
-        ckpt_dir = os.path.join(self.workdir, wd.CKPT_DIR)
+        ckpt_dir = os.path.join(self.workdir, wd.CKPT_DIR)  # the chief's: every worker reads it
         path = tf.train.latest_checkpoint(ckpt_dir)
         if resume_step is not None:
             path = os.path.join(ckpt_dir, f"ckpt-{resume_step}")
-            kept = [int(p.rsplit("-", 1)[1]) for p in checkpointer.manager.checkpoints]
+            state = tf.train.get_checkpoint_state(ckpt_dir)
+            paths = state.all_model_checkpoint_paths if state else []
+            kept = sorted(int(p.rsplit("-", 1)[1]) for p in paths)
             if resume_step not in kept:
                 raise TrainError(
                     f"`resume_step`={resume_step}: {ckpt_dir} keeps no checkpoint of that step; "
@@ -516,6 +523,7 @@ class _Run:
             checkpointer,
             *([self.scalars, self.grids] if self.chief else []),
             progress,
+            *self.extra_callbacks,
             StopOnSignal(
                 interrupts,
                 checkpointer,

@@ -303,18 +303,20 @@ SERVING_SIGNATURE = "serving_default"
 
 class DecoderExport(tf.Module):
     """The decoder for serving: latent vectors `z` float32 (N, z_dim) -> `images` uint8
-    (N, H, W, C), as the signature `serving_default` (and the function `serve`)."""
+    (N, H, W, C), as the signature `serving_default` (and the function `serve`). It holds
+    the decoder alone: no encoder, no optimizer state."""
 
     def __init__(self, model: VAE) -> None:
         super().__init__()
-        self.model = model
+        self.decoder = model.decoder
         self.serve = tf.function(
             self._serve,
             input_signature=[tf.TensorSpec([None, model.network.z_dim], tf.float32, name="z")],
         )
 
     def _serve(self, z):
-        images = tf.cast(self.model.decode(z), tf.float32)  # (N, H, W, C) in [0, 1]
+        logits = tf.cast(self.decoder(z, training=False), tf.float32)  # (N, H, W, C)
+        images = tf.sigmoid(logits)  # in [0, 1], as VAE.decode
         return {"images": tf.cast(tf.round(images * 255.0), tf.uint8)}
 
 

@@ -408,7 +408,7 @@ def _shuffle(
     variant = tf.raw_ops.ShuffleDatasetV3(
         input_dataset=tf.data.experimental.to_variant(ds),
         buffer_size=tf.constant(buffer_size, tf.int64),
-        seed=tf.constant(seed * 2 + what, tf.int64),
+        seed=tf.constant(seed * 2 + what + 1, tf.int64),  # the op takes seeds (0, 0) as random
         seed2=tf.cast(number, tf.int64),
         seed_generator=tf.raw_ops.DummySeedGenerator(),
         reshuffle_each_iteration=False,

@@ -454,7 +454,7 @@ class _Checker:
                 self.data_dir,
             )
         version = content.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if type(version) is not int or version != SCHEMA_VERSION:  # True and 1.0 equal 1
             raise DatasetError(
                 f"{self.path} has schema version {_short(version)}, this code reads version "
                 f"{SCHEMA_VERSION}: prepare the dataset again with this version",

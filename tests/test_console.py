@@ -85,6 +85,7 @@ KEY_FLAG = {
     "facevae-sample": "--mode",
     "facevae-evaluate": "--workdir",
     "facevae-judge": "--data_dir",
+    "facevae-export-tflite": "--workdir",
 }
 
 

@@ -239,22 +239,34 @@ def test_training_reshuffles_every_epoch_reproducibly(datasets: dict[str, str], 
 
 @pytest.mark.parametrize("cache", ["none", "memory", "disk"])
 @pytest.mark.parametrize("flip", [False, True])
-def test_a_stream_started_at_batch_k_is_the_uninterrupted_one_from_k(
-    datasets: dict[str, str], cache: str, flip: bool, tmp_path
+@pytest.mark.parametrize("seed", [0, 7])
+def test_a_stream_stopped_three_times_and_restarted_reads_the_uninterrupted_one(
+    datasets: dict[str, str], cache: str, flip: bool, seed: int, tmp_path
 ) -> None:
-    """The resume contract: the batches from start_batch k on equal those of a stream read
-    from its start, across pass boundaries, with every cache mode and with flips."""
+    """The resume contract: from start_batch k the batches equal those of a stream read
+    from its start, across pass boundaries, with every cache mode and with flips; so a run
+    stopped at three steps and resumed reads every example exactly once per pass."""
     mode = f"disk:{tmp_path / 'cache'}" if cache == "disk" else cache
+    n = _split_size("png")
 
     def stream(start: int, count: int) -> list[np.ndarray]:
-        ds = dataset.load(M(datasets["png"]), "train", 4, training=True, cache=mode, seed=7,
-                          flip=flip, shuffle_buffer=16, start_batch=start)  # fmt: skip
+        ds = dataset.load(M(datasets["png"]), "train", 4, training=True, cache=mode,
+                          seed=seed, flip=flip, shuffle_buffer=16, start_batch=start)  # fmt: skip
         return [batch.numpy() for batch in ds.take(count)]
 
     whole = stream(0, 30)  # 120 examples: more than three passes of 37
-    for start in (1, 9, 10, 23):
-        for a, b in zip(stream(start, 30 - start), whole[start:], strict=True):
-            np.testing.assert_array_equal(a, b)
+    again = stream(0, 30)
+    stops = sorted(np.random.default_rng(seed).choice(np.arange(1, 30), 3, replace=False))
+    pieces = []
+    for start, end in zip([0, *stops], [*stops, 30], strict=True):
+        pieces += stream(start, end - start)
+    for a, b, c in zip(pieces, whole, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(b, c)
+    if not flip:  # the pixels say which example each image is: every one once per pass
+        seen = [i for batch in whole for i in _indices(batch)]
+        for p in range(3):
+            assert sorted(seen[p * n : (p + 1) * n]) == list(range(n))
 
 
 # --------------------------------------------------------------------------- distribution
@@ -663,20 +675,20 @@ def test_a_bad_image_record_is_named_not_decoded(
     assert "\n" not in command_line
 
 
-def test_good_records_beside_the_check_still_decode(bad_datasets: dict[str, str]) -> None:
-    """The check stops at the bad record, not before: every record ahead of it is read."""
+def test_the_chunks_before_a_bad_record_are_read(bad_datasets: dict[str, str]) -> None:
+    """The check stops the reader at the decode chunk holding the bad record, not before:
+    examples yields every record of the chunks ahead of it, and nothing of its own chunk."""
+
+    def read(split: str) -> list[int]:
+        seen = []
+        with pytest.raises(schema.DatasetError), dataset.explain_corrupt_shards(manifest):
+            for item in dataset.examples(manifest, split):
+                seen.append(int(item["index"]))
+        return seen
+
     manifest = M(bad_datasets["png-bomb"])
-    seen = []
-    with pytest.raises(schema.DatasetError), dataset.explain_corrupt_shards(manifest):
-        for item in dataset.examples(manifest, "validation"):
-            seen.append(int(item["index"]))
-    # examples decodes whole chunks: the chunk holding the bad record yields nothing
-    assert seen == []
-    first_shard = manifest.split("train").shards[0].num_examples
-    with pytest.raises(schema.DatasetError), dataset.explain_corrupt_shards(manifest):
-        for item in dataset.examples(manifest, "train"):
-            seen.append(int(item["index"]))
-    assert seen[:first_shard] == list(range(first_shard))
+    assert read("validation") == []  # one chunk holds the whole split
+    assert read("train") == list(range(dataset._DECODE_CHUNK))  # the bad one is the 291st
 
 
 _PEAK_MEMORY_READER = """
@@ -713,9 +725,7 @@ def _peak_memory(data_dirs: list[str], unchecked: bool = False) -> list[tuple[st
     """(dataset reader, peak MB so far, outcome) after each read, in one fresh process."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
     argv = [sys.executable, "-c", _PEAK_MEMORY_READER, "unchecked" if unchecked else "checked"]
-    result = subprocess.run(
-        argv + data_dirs, capture_output=True, text=True, timeout=300, env=env
-    )
+    result = subprocess.run(argv + data_dirs, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line.split(" ", 4) for line in result.stdout.splitlines() if "peak_mb" in line]
     return [(f"{name} {reader}", int(peak), outcome) for name, reader, _, peak, outcome in rows]

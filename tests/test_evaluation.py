@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 
 from facevae.model import analysis, evaluation, inception, judge
+from facevae.model.console import one_line
 from facevae.model.networks import NetworkConfig
 from facevae.model.vae import VAE
-from facevae.pipeline import dataset, schema
-from facevae.tools import make_synthetic, prepare_celeba
+from facevae.pipeline import dataset, prepare, schema, synthetic
+
+M = schema.Manifest.read
 
 VOLATILE = {"seconds", "peak_rss_mb"}
 
@@ -34,7 +36,7 @@ def labelled(tiny_data_dir, tmp_path_factory) -> str:
     """A copy of the tiny dataset with a judge beside it."""
     copy = str(tmp_path_factory.mktemp("evaluation") / "data")
     shutil.copytree(tiny_data_dir, copy)
-    judge.train(copy, epochs=1, batch_size=16, width=8, verbose=0)
+    judge.train(M(copy), epochs=1, batch_size=16, width=8, verbose=0)
     return copy
 
 
@@ -72,7 +74,7 @@ def test_offline_evaluation_tries_the_network_once_and_reports_the_rest(
         raise urllib.error.URLError("Name or service not known")
 
     monkeypatch.setattr(inception, "_urlopen", offline)
-    results = evaluation.evaluate(model, config(tmp_path), tiny_data_dir)
+    results = evaluation.evaluate(model, config(tmp_path), M(tiny_data_dir), one_line)
     assert len(calls) == 1
     assert results["fid"] is None and results["kid"] is None
     assert "could not be downloaded" in results["fid_error"]
@@ -83,7 +85,7 @@ def test_offline_evaluation_tries_the_network_once_and_reports_the_rest(
     assert results["judge_fd"] is None
     assert "python -m tools.train_judge --data_dir" in results["judge_error"]
     monkeypatch.setattr(inception, "_attempts", {})  # the next run
-    again = evaluation.evaluate(model, config(tmp_path), tiny_data_dir)
+    again = evaluation.evaluate(model, config(tmp_path), M(tiny_data_dir))
     assert len(calls) == 1
     assert "not retried for a day" in again["fid_error"]
 
@@ -92,14 +94,14 @@ def test_fid_with_the_standin_graph_and_the_real_statistics_cache(model, labelle
     data = str(tmp_path / "data")
     shutil.copytree(labelled, data)
     settings = config(tmp_path, inception_weights=graph)
-    first = evaluation.evaluate(model, settings, data)
+    first = evaluation.evaluate(model, settings, M(data))
     protocol = first["fid_protocol"]
     assert first["fid"] >= 0 and first["kid"] is not None and first["fid_error"] is None
     assert protocol["real_statistics"] == "computed"
     assert protocol["comparable"] and protocol["network_sha256"]
     assert (protocol["generated"], protocol["real"]) == (5, 5)  # 8 asked, capped to the split
     assert protocol["crop"] == [0, 40, 178, 218] and protocol["image_size"] == [32, 32]
-    again = evaluation.evaluate(model, settings, data)
+    again = evaluation.evaluate(model, settings, M(data))
     assert again["fid_protocol"]["real_statistics"] == "cached"
     drop = VOLATILE | {"fid_protocol"}
     assert {k: v for k, v in again.items() if k not in drop} == {
@@ -108,11 +110,11 @@ def test_fid_with_the_standin_graph_and_the_real_statistics_cache(model, labelle
     # The dataset is prepared again from other faces: the cached statistics are stale.
     shutil.rmtree(judge.default_dir(data))  # prepare_celeba replaces only a dataset's own files
     source = str(tmp_path / "source")
-    make_synthetic.write_source(source, 48, seed=5, workers=1, verbose=False)
-    prepare_celeba.prepare(
+    synthetic.write_source(source, 48, seed=5, workers=1, verbose=False)
+    prepare.prepare(
         source, data, size=32, examples_per_shard=16, workers=1, verbose=False, overwrite=True
     )
-    changed = evaluation.evaluate(model, settings, data)
+    changed = evaluation.evaluate(model, settings, M(data))
     assert changed["fid_protocol"]["real_statistics"] == "computed"
     assert changed["fid"] != first["fid"]
     assert len(os.listdir(tmp_path / "cache" / evaluation.FID_STATS_SUBDIR)) == 1  # replaced
@@ -127,21 +129,21 @@ def test_active_units_count_the_codes_that_vary(tiny_data_dir, tmp_path, monkeyp
     kernel[:, 2:] = 0.0  # z_mean = bias for every image: inactive
     head.set_weights([kernel, bias])
     settings = config(tmp_path, inception_weights="none")
-    results = evaluation.evaluate(vae, settings, tiny_data_dir)
-    images = [e["image"].numpy() for e in dataset.examples(tiny_data_dir, "test")]
+    results = evaluation.evaluate(vae, settings, M(tiny_data_dir))
+    images = [e["image"].numpy() for e in dataset.examples(M(tiny_data_dir), "test")]
     z_mean = vae.encode(np.stack(images).astype(np.float32) / 255.0)[0].numpy()  # (5, 4)
     assert results["active_units"] == int(analysis.active_units(z_mean).sum()) == 2
     # Only the first MAX_ACTIVE_UNIT_CODES images are kept: one image's codes never vary.
     monkeypatch.setattr(evaluation, "MAX_ACTIVE_UNIT_CODES", 1)
-    assert evaluation.evaluate(vae, settings, tiny_data_dir)["active_units"] == 0
+    assert evaluation.evaluate(vae, settings, M(tiny_data_dir))["active_units"] == 0
 
 
 def test_judge_numbers(model, labelled, tmp_path):
-    results = evaluation.evaluate(model, config(tmp_path, inception_weights="none"), labelled)
-    assert results["fid"] is None and results["fid_error"] == "--inception_weights=none"
+    results = evaluation.evaluate(model, config(tmp_path, inception_weights="none"), M(labelled))
+    assert results["fid"] is None and results["fid_error"] == "`inception_weights`=none"
     assert results["judge_error"] is None
     assert results["judge_fd"] > 0
-    the_judge = judge.load(judge.default_dir(labelled), labelled)
+    the_judge = judge.load(judge.default_dir(labelled), M(labelled))
     assert 0 < results["judge_attributes"] <= the_judge.active.sum()
     for key in (
         "judge_real_accuracy",
@@ -158,9 +160,11 @@ def test_judge_numbers(model, labelled, tmp_path):
 
 
 def test_gmm_prior_is_fitted_cached_and_changes_the_samples(model, labelled, tmp_path):
-    normal = evaluation.evaluate(model, config(tmp_path, inception_weights="none"), labelled)
+    normal = evaluation.evaluate(model, config(tmp_path, inception_weights="none"), M(labelled))
     gmm = evaluation.evaluate(
-        model, config(tmp_path, inception_weights="none", prior="gmm", gmm_components=2), labelled
+        model,
+        config(tmp_path, inception_weights="none", prior="gmm", gmm_components=2),
+        M(labelled),
     )
     assert os.path.isfile(tmp_path / "prior_gmm.npz")
     assert gmm["prior"] == gmm["fid_protocol"]["prior"] == "gmm"
@@ -170,11 +174,11 @@ def test_gmm_prior_is_fitted_cached_and_changes_the_samples(model, labelled, tmp
 
 def test_run_writes_the_json_and_stops_on_bad_settings(model, tmp_path):
     for kwargs, message in [
-        ({"temperature": math.inf}, "--temperature=inf: give a finite number > 0"),
-        ({"fid_samples": 0}, "--fid_samples=0: give a whole number of at least 1"),
-        ({"fid_samples": 10**6}, "--fid_samples=1000000: at most 100000"),
-        ({"prior": "uniform"}, "--prior=uniform: use one of normal, gmm"),
-        ({"max_examples": -1}, "--max_examples=-1: give 0 or more"),
+        ({"temperature": math.inf}, "`temperature`=inf: give a number in"),
+        ({"fid_samples": 0}, "`fid_samples`=0: give a whole number of at least 1"),
+        ({"fid_samples": 10**6}, "`fid_samples`=1000000: at most 100000"),
+        ({"prior": "uniform"}, "`prior`=uniform: use one of normal, gmm"),
+        ({"max_examples": -1}, "`max_examples`=-1: give 0 or more"),
     ]:
         with pytest.raises(evaluation.EvaluationError, match=message):
             config(tmp_path, **kwargs)
@@ -183,18 +187,20 @@ def test_run_writes_the_json_and_stops_on_bad_settings(model, tmp_path):
 def test_missing_inception_file_is_an_error(model, tiny_data_dir, tmp_path):
     with pytest.raises(
         evaluation.EvaluationError,
-        match=r"--inception_weights=/missing\.h5: no file at /missing\.h5",
+        match=r"`inception_weights`=/missing\.h5: no file at /missing\.h5",
     ):
-        evaluation.evaluate(model, config(tmp_path, inception_weights="/missing.h5"), tiny_data_dir)
+        evaluation.evaluate(
+            model, config(tmp_path, inception_weights="/missing.h5"), M(tiny_data_dir)
+        )
     assert not np.any([name.endswith(".json") for name in os.listdir(tmp_path)])
 
 
 def test_corrupt_test_shard_is_named(model, tiny_data_dir, tmp_path):
     data = str(tmp_path / "data")
-    shutil.copytree(tiny_data_dir, data, ignore=shutil.ignore_patterns(judge.JUDGE_SUBDIR))
+    shutil.copytree(tiny_data_dir, data, ignore=shutil.ignore_patterns(schema.JUDGE_DIR))
     shard = next(name for name in sorted(os.listdir(data)) if name.startswith("test-"))
     with open(os.path.join(data, shard), "r+b") as f:
         f.seek(40)
         f.write(b"\xff" * 8)  # inside the first record: the size stays, the bytes change
     with pytest.raises(schema.DatasetError, match=f"{shard} has a different sha256"):
-        evaluation.evaluate(model, config(tmp_path, inception_weights="none"), data)
+        evaluation.evaluate(model, config(tmp_path, inception_weights="none"), M(data))

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from facevae.model import judge
-from facevae.pipeline import dataset, schema
-from facevae.tools import make_synthetic, prepare_celeba
+from facevae.model.console import one_line
+from facevae.pipeline import dataset, prepare, schema, synthetic
+
+M = schema.Manifest.read
 
 SIDE = 32
 
@@ -18,8 +20,8 @@ SIDE = 32
 def data_dir(tmp_path_factory) -> str:
     """400 synthetic faces (320 train, 40 validation): enough for the judge to learn from."""
     root = tmp_path_factory.mktemp("judge")
-    make_synthetic.write_source(str(root / "source"), 400, seed=1, workers=1, verbose=False)
-    prepare_celeba.prepare(
+    synthetic.write_source(str(root / "source"), 400, seed=1, workers=1, verbose=False)
+    prepare.prepare(
         str(root / "source"),
         str(root / "data"),
         size=SIDE,
@@ -32,7 +34,7 @@ def data_dir(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def report(data_dir) -> judge.JudgeReport:
-    return judge.train(data_dir, epochs=8, batch_size=32, width=16, seed=0, verbose=0)
+    return judge.train(M(data_dir), epochs=8, batch_size=32, width=16, seed=0, verbose=0)
 
 
 def test_judge_beats_chance_and_the_majority(report):
@@ -62,9 +64,9 @@ def test_stored_judge_loads_and_judges(report, data_dir):
     with open(os.path.join(directory, judge.REPORT_FILE)) as f:
         stored = json.load(f)
     assert stored["mean_accuracy"] == pytest.approx(report.mean_accuracy)
-    loaded = judge.load(directory, data_dir)
+    loaded = judge.load(directory, M(data_dir))
     assert loaded.report == report
-    images = next(iter(dataset.load(data_dir, "test", 8, training=False, cache="none")))
+    images = next(iter(dataset.load(M(data_dir), "test", 8, training=False, cache="none")))
     features, probabilities = loaded(images)
     assert features.shape == (8, judge.FEATURES) and probabilities.shape == (8, 40)
     assert ((probabilities >= 0) & (probabilities <= 1)).all()
@@ -72,26 +74,27 @@ def test_stored_judge_loads_and_judges(report, data_dir):
 
 
 def test_missing_judge_names_the_command(tmp_path, data_dir):
-    with pytest.raises(judge.JudgeError, match=r"python -m tools\.train_judge --data_dir DIR"):
-        judge.load(str(tmp_path), "DIR")
+    with pytest.raises(judge.JudgeError, match="no judge") as caught:
+        judge.load(str(tmp_path), M(data_dir))
+    assert f"python -m tools.train_judge --data_dir {data_dir}" in one_line(caught.value)
     (tmp_path / judge.MODEL_FILE).write_bytes(b"truncated")
     (tmp_path / judge.REPORT_FILE).write_text("{}")
     with pytest.raises(judge.JudgeError, match="cannot be read"):
-        judge.load(str(tmp_path), data_dir)
+        judge.load(str(tmp_path), M(data_dir))
 
 
 def test_dataset_without_labels_is_refused(tmp_path, data_dir):
     copy = str(tmp_path / "unlabelled")
-    shutil.copytree(data_dir, copy, ignore=shutil.ignore_patterns(judge.JUDGE_SUBDIR))
-    manifest = schema.read_manifest(copy)
+    shutil.copytree(data_dir, copy, ignore=shutil.ignore_patterns(schema.JUDGE_DIR))
+    manifest = dict(M(copy).raw)
     manifest["attribute_names"] = []
     schema.write_manifest(copy, manifest)
     with pytest.raises(judge.JudgeError, match="lists no attributes"):
-        judge.train(copy)
+        judge.train(M(copy))
 
 
 def test_label_counts_match_the_records(data_dir):
-    positives, known = judge.label_counts(data_dir, "train")
-    labels = np.stack([e["attributes"].numpy() for e in dataset.examples(data_dir, "train")])
+    positives, known = judge.label_counts(M(data_dir), "train")
+    labels = np.stack([e["attributes"].numpy() for e in dataset.examples(M(data_dir), "train")])
     np.testing.assert_array_equal(positives, (labels == 1).sum(0))
     np.testing.assert_array_equal(known, (labels >= 0).sum(0))

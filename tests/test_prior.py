@@ -64,18 +64,19 @@ def test_fit_refuses_bad_codes():
         prior.fit_gmm(np.zeros((1, 2)))
 
 
-def test_workdir_mixture_is_cached_for_these_weights(tiny_data_dir, tmp_path, capsys):
+def test_workdir_mixture_is_cached_for_these_weights(tiny_manifest, tmp_path, capsys):
     model = VAE(NetworkConfig(image_shape=(32, 32, 3), filters=(8, 16), z_dim=4), seed=0)
     workdir = str(tmp_path)
-    first = prior.workdir_gmm(model, workdir, tiny_data_dir, components=3)
+    first = prior.workdir_gmm(model, workdir, tiny_manifest, components=3)
     assert "fitted a 3-component" in capsys.readouterr().err
     assert os.path.isfile(os.path.join(workdir, prior.GMM_FILE))
-    again = prior.workdir_gmm(model, workdir, tiny_data_dir, components=3)
+    again = prior.workdir_gmm(model, workdir, tiny_manifest, components=3)
     assert "fitted" not in capsys.readouterr().err  # read from the cache
     np.testing.assert_array_equal(first.means, again.means)
     model.encoder.weights[0].assign(model.encoder.weights[0] * 2)  # training went on
-    prior.workdir_gmm(model, workdir, tiny_data_dir, components=3)
+    prior.workdir_gmm(model, workdir, tiny_manifest, components=3)
     assert "fitted" in capsys.readouterr().err
-    # A workdir it cannot write (here: gone) still gets its samples, only no cache.
-    prior.workdir_gmm(model, str(tmp_path / "gone"), tiny_data_dir, components=2)
-    assert "could not cache" in capsys.readouterr().err
+    # A workdir it cannot write (here: under a file) still gets its samples, only no cache.
+    (tmp_path / "a-file").write_text("x")
+    prior.workdir_gmm(model, str(tmp_path / "a-file" / "run"), tiny_manifest, components=2)
+    assert "not cached" in capsys.readouterr().err

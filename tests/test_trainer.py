@@ -1,16 +1,20 @@
 """model/trainer.py called in-process, as from a notebook, on the tiny synthetic dataset."""
 
 import dataclasses
+import glob
 import json
 import math
 import os
 import shutil
+import signal
 
 import corrupt
+import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
-from facevae.model.callbacks import logged_steps
+from facevae.model.callbacks import Interrupted, logged_steps
 from facevae.model.config import TrainConfig, TrainError
 from facevae.model.console import one_line
 from facevae.model.trainer import train_and_evaluate
@@ -293,3 +297,147 @@ def test_a_checkpoint_the_model_cannot_take_is_one_line(change, one_epoch, tiny_
     with pytest.raises(TrainError, match=rf"{message}.*`overwrite`"):
         train_and_evaluate(config, workdir)
     assert tf.keras.mixed_precision.global_policy().name == "float32"
+
+
+# --------------------------------------------------------------------------- exact resume
+
+
+class SignalAt(keras.callbacks.Callback):
+    """Sends this process `signum` when the run reaches optimizer step `step`, as a
+    scheduler preempting the job would."""
+
+    def __init__(self, step: int, signum: int = signal.SIGINT) -> None:
+        super().__init__()
+        self.step, self.signum = step, signum
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations) == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+def final_variables(workdir: str) -> dict[str, np.ndarray]:
+    """Every variable of the run's last checkpoint (model, optimizer, counters) by name; not
+    the checkpoint object's own count of the saves this process made."""
+    path = tf.train.latest_checkpoint(os.path.join(workdir, "ckpt"))
+    reader = tf.train.load_checkpoint(path)
+    return {
+        name: reader.get_tensor(name)
+        for name in reader.get_variable_to_shape_map()
+        if not name.startswith(("_CHECKPOINTABLE_OBJECT_GRAPH", "save_counter"))
+    }
+
+
+def largest_difference(a: dict, b: dict) -> float:
+    assert sorted(a) == sorted(b)
+    return max(float(np.max(np.abs(a[k].astype(np.float64) - b[k]))) for k in a if a[k].size)
+
+
+def stopped_and_resumed(config: TrainConfig, workdir: str, stops: list[int], capsys) -> None:
+    for stop in stops:
+        with pytest.raises(Interrupted):
+            train_and_evaluate(config, workdir, callbacks=[SignalAt(stop)])
+        assert f"ckpt-{stop}" in tf.train.latest_checkpoint(os.path.join(workdir, "ckpt"))
+    train_and_evaluate(config, workdir)
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"cache": "memory"},
+        {"cache": "none", "flip": True},
+        {"cache": "disk", "steps_per_execution": 2},
+    ],
+    ids=["memory", "none-flip", "disk-spe2"],
+)
+def test_a_run_stopped_three_times_ends_with_the_weights_of_one_that_never_stopped(
+    changes, tiny_data_dir, tmp_path, capsys
+):
+    if changes.get("cache") == "disk":
+        changes = {**changes, "cache": f"disk:{tmp_path / 'cache'}"}
+    # 38 training images, batches of 8: a pass is 4.75 batches, so epochs of 6 steps
+    # straddle passes and the stops fall mid-pass and mid-epoch.
+    config = tiny(tiny_data_dir, epochs=2, steps_per_epoch=6, **changes)
+    runs = {name: str(tmp_path / name) for name in ("once", "again", "stopped")}
+    train_and_evaluate(config, runs["once"])
+    train_and_evaluate(config, runs["again"])
+    stops = [2, 4, 8] if config.steps_per_execution == 2 else [1, 5, 9]
+    stopped_and_resumed(config, runs["stopped"], stops, capsys)
+    once, again, stopped = (final_variables(runs[n]) for n in ("once", "again", "stopped"))
+    noise = largest_difference(once, again)  # the kernels' own run-to-run difference
+    assert largest_difference(once, stopped) <= noise, (noise, largest_difference(once, stopped))
+    assert int(stopped["optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"]) == 12
+
+
+def test_a_changed_steps_per_execution_ends_the_resumed_epoch_where_it_should(
+    tiny_data_dir, tmp_path, capsys
+):
+    workdir = str(tmp_path / "run")
+    with pytest.raises(Interrupted):
+        train_and_evaluate(
+            tiny(tiny_data_dir, epochs=2, steps_per_epoch=6), workdir, callbacks=[SignalAt(3)]
+        )
+    result = train_and_evaluate(
+        tiny(tiny_data_dir, epochs=2, steps_per_epoch=6, steps_per_execution=2), workdir
+    )
+    assert result.step == 12  # 3 + 3 more, one at a time, then 6: no step over
+    assert logged_steps(os.path.join(workdir, "logs", "validation"), "loss") == {6, 12}
+    capsys.readouterr()
+
+
+def test_a_signal_after_the_last_step_still_saves_and_exits_with_its_code(tiny_data_dir, tmp_path):
+    class SignalInLastValidation(keras.callbacks.Callback):
+        def on_test_begin(self, logs=None):
+            if int(self.model.optimizer.iterations) == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    workdir = str(tmp_path / "run")
+    with pytest.raises(Interrupted) as caught:
+        train_and_evaluate(tiny(tiny_data_dir), workdir, callbacks=[SignalInLastValidation()])
+    assert caught.value.exit_code == 143 and "ckpt-2" in str(caught.value)
+    assert not os.path.exists(os.path.join(workdir, "model.keras"))  # the rerun writes it
+    result = train_and_evaluate(tiny(tiny_data_dir), workdir)
+    assert result.step == 2 and os.path.isfile(os.path.join(workdir, "model.keras"))
+
+
+def test_an_exploded_run_resumes_from_an_earlier_checkpoint_with_changed_settings(
+    tiny_data_dir, tmp_path, capsys
+):
+    workdir = str(tmp_path / "run")
+    good = tiny(tiny_data_dir, steps_per_epoch=4, checkpoint_every_steps=1, keep_checkpoints=50)
+    train_and_evaluate(good, workdir)  # steps 1-4, each checkpointed
+    exploding = dataclasses.replace(good, epochs=2, learning_rate=1e30)
+    with pytest.raises(TrainError, match="non-finite") as caught:
+        train_and_evaluate(exploding, workdir)
+    message = str(caught.value)
+    assert "`learning_rate` (now 1e+30)" in message and "`resume_step`" in message
+    assert all(np.isfinite(v).all() for v in final_variables(workdir).values())  # no poison
+    with pytest.raises(TrainError, match=r"`resume_step`=999: .* keeps no checkpoint"):
+        train_and_evaluate(dataclasses.replace(good, epochs=2), workdir, resume_step=999)
+    capsys.readouterr()
+    result = train_and_evaluate(dataclasses.replace(good, epochs=2), workdir, resume_step=3)
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "ckpt-3 (step 3" in out and "deleted the later" in out
+    assert result.step == 8 and np.isfinite(result.logs["loss"])
+    assert all(np.isfinite(v).all() for v in final_variables(workdir).values())
+
+
+def test_tensorboard_writers_are_not_left_open_when_a_restore_fails(
+    one_epoch, tiny_data_dir, tmp_path
+):
+    workdir = copy_run(one_epoch, tmp_path)
+    latest = tf.train.latest_checkpoint(os.path.join(workdir, "ckpt"))
+    with open(latest + ".index", "r+b") as f:
+        f.truncate(20)
+    events = sorted(glob.glob(os.path.join(workdir, "logs", "*", "events.*")))
+    with pytest.raises(TrainError, match="cannot be restored"):
+        train_and_evaluate(tiny(tiny_data_dir, epochs=2), workdir)
+    assert sorted(glob.glob(os.path.join(workdir, "logs", "*", "events.*"))) == events
+    open_events = [
+        os.readlink(f"/proc/self/fd/{fd}")
+        for fd in os.listdir("/proc/self/fd")
+        if os.path.exists(f"/proc/self/fd/{fd}")
+        and "events.out.tfevents" in os.readlink(f"/proc/self/fd/{fd}")
+        and os.readlink(f"/proc/self/fd/{fd}").startswith(workdir)
+    ]
+    assert open_events == []
