@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import resource
 import sys
 from collections.abc import Callable, Sequence
 
@@ -91,11 +90,6 @@ def _cut_long_words(text: str, longest: int | None = None) -> str:
     text = " ".join(text.split())
     longest = MAX_WORD if longest is None else longest
     return re.sub(rf"\S{{{longest + 1},}}", lambda m: m.group(0)[:MAX_ECHO] + "...", text)
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far, in MB (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # The commands that fix what a library error says, by the error's fields.

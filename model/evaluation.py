@@ -47,7 +47,7 @@ import tensorflow as tf
 from facevae.model import analysis, codes, inception, judge
 from facevae.model import prior as priors  # `prior` is also a setting's name
 from facevae.model import workdir as wd
-from facevae.model.console import peak_rss_mb
+from facevae.pipeline.bench import peak_rss_mb
 from facevae.model.grid import to_uint8
 from facevae.pipeline import dataset, files, schema
 from facevae.pipeline.progress import Progress

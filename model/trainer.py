@@ -59,7 +59,7 @@ from facevae.model.callbacks import (
     logged_steps,
 )
 from facevae.model.config import JIT_COMPILE, TrainConfig, TrainError
-from facevae.model.console import peak_rss_mb
+from facevae.pipeline.bench import peak_rss_mb
 from facevae.model.vae import NON_FINITE_INPUT, VAE, ModelConfig
 from facevae.pipeline import dataset, schema
 from facevae.pipeline.progress import duration
@@ -234,6 +234,24 @@ def _explain_non_finite_input(throughput: Throughput) -> Iterator[None]:
             raise
         raise TrainError(
             f"step {throughput.step + 1}: {NON_FINITE_INPUT} Prepare `data_dir` again"
+        ) from None
+
+
+@contextlib.contextmanager
+def _explain_full_disk(workdir: str, checkpointer_latest) -> Iterator[None]:
+    """A write that failed during training (a full disk under a sample grid, TensorBoard's
+    event files, a cache) -> one TrainError naming the folder and how to continue."""
+    try:
+        yield
+    except (OSError, tf.errors.ResourceExhaustedError, tf.errors.UnknownError) as e:
+        message = str(e) if isinstance(e, OSError) else e.message
+        if isinstance(e, tf.errors.OpError) and "space" not in message.lower():
+            raise
+        reason = "no space left" if "space" in message.lower() else message[:120]
+        raise TrainError(
+            f"could not write in {workdir} ({reason}); the last checkpoint is "
+            f"{checkpointer_latest() or 'none yet'}: free space and run the same command "
+            "again to continue from it"
         ) from None
 
 
@@ -546,6 +564,7 @@ class _Run:
             with (
                 dataset.explain_corrupt_shards(facts.manifest),
                 _explain_non_finite_input(throughput),
+                _explain_full_disk(self.workdir, lambda: checkpointer.latest),
                 distribute.explain_lost_worker(self.strategy, ckpt_dir),
                 distribute.metrics_with_batch_axis(model, self.strategy),
             ):

@@ -1,4 +1,4 @@
-"""Tests of the pipeline benchmark CLI on tiny raw-format datasets."""
+"""pipeline/bench.py in-process, and tools/bench_pipeline end to end, on tiny raw datasets."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ import os
 import subprocess
 import sys
 
+import cli_driver
 import corrupt
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import flags
 
-from facevae.pipeline import schema
-from facevae.tools import bench_pipeline
+from facevae.pipeline import bench, schema
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -84,53 +83,54 @@ def test_plan_runs_every_folder_with_each_mode_of_its_format(tmp_path) -> None:
     small, large = str(tmp_path / "small"), str(tmp_path / "large")
     _write_tiny_dataset(small, count=12)
     _write_tiny_dataset(large, count=20)
-    assert bench_pipeline.plan([small, large], []) == [
+    assert bench.plan([small, large], []) == [
         ("raw-none", small, "none"),
         ("raw-memory", small, "memory"),
         ("raw-none", large, "none"),
         ("raw-memory", large, "memory"),
     ]
-    assert bench_pipeline.plan([small, large], ["raw-disk"]) == [
+    assert bench.plan([small, large], ["raw-disk"]) == [
         ("raw-disk", small, "disk"),
         ("raw-disk", large, "disk"),
     ]
+    with pytest.raises(bench.BenchError, match="`modes` 'jpeg-none'"):
+        bench.plan([small], ["jpeg-none"])
 
 
-def test_flags_are_defined_by_run_not_at_import() -> None:
-    # train.py defines --data_dir, --batch_size and --epochs too: importing must not clash.
-    code = (
-        "from absl import flags\n"
-        "import facevae.tools.bench_pipeline\n"
-        "for name in ('data_dir', 'batch_size', 'epochs', 'split'):\n"
-        "    flags.DEFINE_string(name, None, 'another CLI')\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
+@pytest.mark.parametrize("cache", ["none", "memory", "disk"])
+def test_measure_reads_every_example_each_epoch(tmp_path, cache: str) -> None:
+    data_dir = str(tmp_path / "tiny")
+    _write_tiny_dataset(data_dir, count=12)
+    result = bench.measure(schema.Manifest.read(data_dir), "train", cache, 4, 2, 100)
+    assert result["mode"] == f"raw-{cache}" and result["num_examples"] == 12
+    assert result["epochs"] == 2 and len(result["epoch_s"]) == 2
+    assert result["images_per_s"] > 0 and result["cpu_us_per_image"] > 0
 
 
-@pytest.mark.parametrize("flag", ["--epochs=0", "--batch_size=0"])
-def test_rejects_non_positive_counts(flag: str) -> None:
-    flag_values = flags.FlagValues()
-    bench_pipeline.define_flags(flag_values)
-    with pytest.raises(flags.IllegalFlagValueError, match=flag.partition("=")[0][2:]):
-        flag_values(["bench_pipeline", "--data_dir=x", flag])
-
-
-def test_corrupt_shard_is_named(tmp_path) -> None:
+def test_bad_flags_modes_and_shards_are_one_line(tmp_path) -> None:
     data_dir = str(tmp_path / "tiny")
     _write_tiny_dataset(data_dir)
-    path = os.path.join(data_dir, schema.shard_name("train", 0, 1))
-    corrupt.flip_a_byte(path)  # a CRC error
-    result = _bench(f"--data_dir={data_dir}", "--modes=raw-none", "--in_process", "--epochs=1")
-    assert result.returncode != 0
-    assert "train-00000-of-00001" in result.stderr and "sha256" in result.stderr
-
-
-def test_rejects_unknown_mode(tmp_path) -> None:
-    data_dir = str(tmp_path / "tiny")
-    _write_tiny_dataset(data_dir)
-    result = _bench(f"--data_dir={data_dir}", "--modes=jpeg-none")
-    assert result.returncode != 0
-    assert "--modes 'jpeg-none'" in result.stderr
+    corrupted = str(tmp_path / "corrupt")
+    _write_tiny_dataset(corrupted)
+    corrupt.flip_a_byte(os.path.join(corrupted, schema.shard_name("train", 0, 1)))  # a CRC error
+    lines = {
+        "epochs": [f"--data_dir={data_dir}", "--epochs=0"],
+        "batch": [f"--data_dir={data_dir}", "--batch_size=0"],
+        "mode": [f"--data_dir={data_dir}", "--modes=jpeg-none"],
+        "corrupt": [f"--data_dir={corrupted}", "--modes=raw-none", "--in_process", "--epochs=1"],
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", cli_driver.script("tools.bench_pipeline"), json.dumps(lines)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    reports = json.loads(done.stdout.strip().splitlines()[-1])
+    for name, flag in (("epochs", "epochs"), ("batch", "batch_size")):
+        assert reports[name]["code"] != 0 and flag in reports[name]["message"], name
+    assert reports["mode"]["code"] != 0 and "--modes 'jpeg-none'" in reports["mode"]["message"]
+    message = reports["corrupt"]["message"]
+    assert reports["corrupt"]["code"] != 0
+    assert "train-00000-of-00001" in message and "sha256" in message and "\n" not in message

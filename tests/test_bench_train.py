@@ -1,4 +1,4 @@
-"""Tests of tools/bench_train.py: the FLOP count, and the CLI's JSON lines on tiny settings.
+"""model/bench.py (the FLOP count) and tools/bench_train end to end (its JSON lines).
 
 Timings are not checked (benchmarks print numbers, tests check their shape and sanity).
 """
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from facevae.model.bench import VARIANTS, training_flops_per_image
 from facevae.model.networks import NetworkConfig
-from facevae.tools.bench_train import VARIANTS, training_flops_per_image
 
 ROOT = Path(__file__).resolve().parents[1]
 

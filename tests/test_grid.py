@@ -55,6 +55,6 @@ def test_save_grid_leaves_no_temp_file_when_writing_fails(tmp_path, monkeypatch)
         raise OSError(28, "No space left on device")  # the disk filled while writing
 
     monkeypatch.setattr(os, "fsync", fail)
-    with pytest.raises(OSError, match="(?i)no space"):
+    with pytest.raises(OSError, match=r"(?i)no space"):
         grid.save_grid(np.zeros((1, 4, 4, 3)), str(tmp_path / "grid.png"))
     assert list(tmp_path.iterdir()) == []

@@ -8,13 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+# The kill -9 stand-in of the atomic-folder tests (pytest puts tests/ on sys.path).
+import corrupt
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-# The kill -9 stand-in of the atomic-folder tests (pytest puts tests/ on sys.path).
-import corrupt
 from tensorflow.python.checkpoint import functional_saver
 
 from facevae.model import workdir as wd
