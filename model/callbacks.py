@@ -9,6 +9,9 @@ the time spent waiting for input, besides the global and in-epoch step counts it
 
 NonFiniteLoss comes before Checkpointer so a step that made the loss NaN is never saved;
 StopOnSignal comes last so the epoch's outputs are written before it stops a run.
+
+One module, over 500 lines, because the callbacks of one fit work together: they share
+Throughput's counts and the `logs` it fills, in the order drawn above.
 """
 
 from __future__ import annotations
@@ -496,6 +499,8 @@ class ScalarLogger(keras.callbacks.Callback):
     train: the metrics (running means of the epoch), learning_rate, images_per_sec and
     input_wait_fraction every `every_steps` steps, and the epoch's means at its end;
     validation: the metrics at each evaluated epoch's end. The tags are the names in the logs.
+    The last validation values are also the run's metrics in TensorBoard's HParams dashboard
+    (model/dashboards.py writes the session, in logs/, that names them).
     """
 
     def __init__(self, logdir: str, every_steps: int, throughput: Throughput) -> None:

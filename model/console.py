@@ -71,7 +71,20 @@ def run_app(main: Callable[[Sequence[str]], None]) -> None:
     script = sys.modules["__main__"]
     if not script.__doc__:
         script.__doc__ = module.__doc__
-    app.run(main, flags_parser=parse_flags)
+
+    def one_line_usage(argv: Sequence[str]) -> None:
+        try:
+            main(argv)
+        except app.UsageError as e:  # absl would print the whole help above it
+            sys.exit(usage_line(e, argv))
+
+    app.run(one_line_usage, flags_parser=parse_flags)
+
+
+def usage_line(error: app.UsageError, argv: Sequence[str]) -> str:
+    """A command line's misuse as one short line, as the flag errors are."""
+    name = os.path.basename(argv[0]) if argv else "command"
+    return f"{name}: {_cut_long_words(str(error), MAX_ECHO)} (see --help)"
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -60,7 +60,7 @@ LAYOUTS = f"""\
                dataset images (`indices` / `source_ids`, taken in pairs) the originals
                frame the row; otherwise `n` rows between random vectors
   attribute    one row per image: the original, then one column per `strengths` value;
-               the vectors are those evaluate.py scores (the first {codes.TRAIN_CODES:,} labelled
+               the vectors are those the evaluation scores (the first {codes.TRAIN_CODES:,} labelled
                images of `attribute_split`, cached in the workdir)
   traverse     one row per latent dimension, most informative (KL) first, `num_dims` rows;
                `steps` columns from -R to +R (R: `traverse_range`)

@@ -3,7 +3,9 @@ sampling, evaluation and the explorer.
 
 workdir/config.json    RunConfig: {"flags": {...every training setting...}, "model": {...}}
 workdir/ckpt/          tf.train.CheckpointManager: model, optimizer, epoch, input position
-workdir/logs/          TensorBoard: train/ and validation/
+workdir/logs/          TensorBoard: train/ and validation/ (scalars, images), the HParams
+                       session (events.out.tfevents.hparams), eval/ (make_figures' numbers)
+                       and plugins/ (the Projector's files): model/dashboards.py
 workdir/samples/       epoch_XXXX.png grids from fixed latent vectors
 workdir/model.keras    the final model (keras.models.load_model)
 workdir/export/        SavedModel of the decoder for serving: z -> uint8 images
@@ -20,6 +22,10 @@ name of its `.state-<state>` marker says what a later recover() must do after a 
   kept         the old run is aside, the new one runs: keep the new run if it has a
                checkpoint (delete the old one), else delete the new run's files, put back
   discard-new  a rollback is deleting the new run's files: finish, then put back
+
+One module, over 500 lines, because its parts keep one folder consistent together: which
+files are a run's decides what overwrite may move, and recover undoes what lock, save and
+overwrite leave after a kill.
 """
 
 from __future__ import annotations
@@ -88,7 +94,11 @@ _RULES = {
         _CKPT_TEMP_DIR,
         False,
     ),
-    LOGS_DIR: (re.compile(r"events\.out\.tfevents\..*"), re.compile(r"plugins"), True),
+    LOGS_DIR: (
+        re.compile(r"events\.out\.tfevents\..*|\.tmp-.*"),  # .tmp-: pipeline.files' writes
+        re.compile(r"plugins"),  # model.dashboards' projector, whole (and its temporary folders)
+        True,
+    ),
     SAMPLES_DIR: (re.compile(r"(epoch|step)_\d+[\w.-]*\.png|\.tmp-.*"), None, False),
     EXPORT_DIR: (
         re.compile(r"saved_model\.pb(txt)?|fingerprint\.pb|keras_metadata\.pb"),
@@ -254,7 +264,7 @@ def restore(workdir: str) -> tuple[VAE, RunConfig]:
             )
         try:
             model.load_weights(source)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        except Exception as e:  # a foreign file can fail any way (zip, h5py, keras): all one line
             raise WorkdirError(
                 f"{source} holds no weights of the model {CONFIG_NAME} describes "
                 f"({_short(e, 120)}): train the run again to write it"

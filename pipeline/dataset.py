@@ -22,6 +22,9 @@ reads every example once, in a fixed order, and keeps the last partial batch.
 Every image's header is checked against the manifest's size before it is decoded: a
 record holding a small file that decodes to gigabytes (a 20000x20000 JPEG) stops the
 reader with a DatasetError naming its shard and record (explain_corrupt_shards).
+
+One module, over 500 lines, because its parts are one pipeline: the order of the records,
+their checks, the caches and the shuffles only give a resumable, bounded stream together.
 """
 
 from __future__ import annotations

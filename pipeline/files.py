@@ -46,7 +46,8 @@ class WriteError(OSError):
         super().__init__(code, reason)
         self.path = path
         self.reason = reason
-        self.disk_full = code in (errno.ENOSPC, errno.EDQUOT)
+        # A library's own error (TensorFlow's) carries the reason as text only.
+        self.disk_full = code in (errno.ENOSPC, errno.EDQUOT) or "no space left" in reason.lower()
 
     def __str__(self) -> str:
         folder = os.path.dirname(os.path.abspath(self.path)) or "."

@@ -242,19 +242,29 @@ class _SplitWriter:
         self._counts: list[int] = []
 
     def write(self, record: bytes) -> None:
-        if self._writer is None or self._counts[-1] == self.per_shard:
-            self._close()
-            path = os.path.join(self.folder, f"{self.split}-{len(self._paths):05d}.partial")
-            self._writer = self._tf.io.TFRecordWriter(path, self._options)
-            self._paths.append(path)
-            self._counts.append(0)
-        self._writer.write(record)
+        with self._failed_write():
+            if self._writer is None or self._counts[-1] == self.per_shard:
+                self._close()
+                path = os.path.join(self.folder, f"{self.split}-{len(self._paths):05d}.partial")
+                self._writer = self._tf.io.TFRecordWriter(path, self._options)
+                self._paths.append(path)
+                self._counts.append(0)
+            self._writer.write(record)
         self._counts[-1] += 1
 
     def _close(self) -> None:
         if self._writer is not None:
-            self._writer.close()
+            with self._failed_write():
+                self._writer.close()
             self._writer = None
+
+    @contextlib.contextmanager
+    def _failed_write(self) -> Iterator[None]:
+        """TensorFlow's write errors (a full disk) as the WriteError every writer raises."""
+        try:
+            yield
+        except self._tf.errors.OpError as e:
+            raise files.WriteError(self.folder, e.message.rsplit("; ", 1)[-1]) from None
 
     def finish(self) -> dict[str, Any]:
         """Closes the last shard, renames all to their final names; the manifest's split entry."""

@@ -23,6 +23,9 @@ The manifest (every writer fills these; readers rely on them):
                                        "bytes": int, "sha256": str}, ...]}, ...},
       "skipped": [{"source_id": str, "reason": str}, ...]
     }
+
+One module, over 500 lines, because the record and the manifest are the one contract of a
+prepared dataset: its writers and all of its readers meet here, and nowhere else.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """model/console.py: quiet TensorFlow start-up, --help of every console script, one-line errors."""
 
 import configparser
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -89,26 +91,61 @@ KEY_FLAG = {
 }
 
 
-def test_every_console_script_lists_its_flags_under_help():
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> str:
+    """A non-editable `pip install .` into a fresh virtual environment (TensorFlow and the
+    other requirements come from this one's site-packages); returns its bin folder."""
+    root = tmp_path_factory.mktemp("installed")
+    # From a copy: a build folder left in the checkout could carry files that are gone.
+    source = shutil.copytree(
+        ROOT,
+        root / "source",
+        ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "runs", "data", "__pycache__"),
+    )
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps",
+         "--no-build-isolation", "--no-cache-dir", str(source)],
+        cwd=root, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return str(venv / "bin")
+
+
+def test_an_installed_copy_takes_no_generic_names(installed):
+    python = os.path.join(installed, "python")
+    code = (
+        "import importlib.util, json, facevae, site; "
+        "print(json.dumps([facevae.__file__, site.getsitepackages()[0], "
+        "[n for n in ('model', 'pipeline', 'tools', 'train', 'sample', 'evaluate') "
+        "if importlib.util.find_spec(n)]]))"
+    )
+    done = subprocess.run([python, "-c", code], cwd="/", capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    package, site_packages, generic = json.loads(done.stdout)
+    assert package.startswith(site_packages), package  # the installed copy, not the checkout
+    assert generic == []  # nothing else in site-packages is shadowed or shadows
+    names = os.listdir(site_packages)
+    assert "facevae" in names and not {"model", "pipeline", "tools", "train.py"} & set(names)
+
+
+def test_every_console_script_lists_its_flags_under_help(installed, tmp_path):
+    """Each installed console script, run from a folder outside the repository."""
     scripts = console_scripts()
     assert set(scripts) == set(KEY_FLAG)
-    # As the installed wrapper runs it: sys.argv[0] is the script, __main__ has no docstring.
-    running = {}
-    for name, target in scripts.items():
-        module, function = target.split(":")
-        code = (
-            f"import sys; sys.argv[0] = {os.path.join(os.path.dirname(sys.executable), name)!r}; "
-            f"from {module} import {function}; {function}()"
-        )
-        running[name] = subprocess.Popen(
-            [sys.executable, "-c", code, "--help"],
-            cwd=ROOT,
+    running = {
+        name: subprocess.Popen(
+            [os.path.join(installed, name), "--help"],
+            cwd=tmp_path,
             text=True,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
+        for name in scripts
+    }
     for name, proc in running.items():
-        stdout, stderr = proc.communicate(timeout=120)
+        stdout, stderr = proc.communicate(timeout=180)
         assert "Traceback" not in stderr, f"{name}: {stderr[-2000:]}"  # absl exits 1 after help
         flag_lines = re.findall(r"^  --\w+", stdout, re.MULTILINE)
         assert f"  {KEY_FLAG[name]}" in flag_lines and len(flag_lines) >= 3, (name, stdout)

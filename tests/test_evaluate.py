@@ -1,7 +1,8 @@
 """evaluate.py end to end: a tiny train.py run, a judge, the stand-in Inception graph.
 
-The success case runs the real command line; the error cases run through evaluate.main with
-absl flag parsing in one subprocess (one TensorFlow start-up).
+The run and the judge are trained in-process; the success case runs the real command line;
+the error cases run through evaluate.main with absl flag parsing in one subprocess (one
+TensorFlow start-up).
 """
 
 import json
@@ -15,10 +16,13 @@ import inception_standin
 import pytest
 
 from facevae.model import judge
+from facevae.model.config import TrainConfig
+from facevae.model.trainer import train_and_evaluate
+from facevae.pipeline import schema
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-DRIVER = cli_driver.script("evaluate")
+DRIVER = cli_driver.script("facevae.evaluate")
 
 
 @pytest.fixture(scope="module")
@@ -26,33 +30,11 @@ def setup(tiny_data_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluate")
     data, workdir = str(root / "data"), str(root / "run")
     shutil.copytree(tiny_data_dir, data)
-    trainer = subprocess.Popen(
-        [
-            sys.executable,
-            os.path.join(ROOT, "train.py"),
-            "--data_dir",
-            data,
-            "--workdir",
-            workdir,
-            "--epochs",
-            "1",
-            "--steps_per_epoch",
-            "2",
-            "--z_dim",
-            "4",
-            "--filters",
-            "8,16",
-            "--batch_size",
-            "8",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    config = TrainConfig(
+        data_dir=data, epochs=1, steps_per_epoch=2, z_dim=4, filters=(8, 16), batch_size=8
     )
-    judge.train(data, epochs=1, batch_size=16, width=8, verbose=0)  # meanwhile
-    log, _ = trainer.communicate(timeout=300)
-    assert trainer.returncode == 0, log[-3000:]
+    train_and_evaluate(config, workdir)
+    judge.train(schema.Manifest.read(data), epochs=1, batch_size=16, width=8, verbose=0)
     graph = inception_standin.write_graph(str(root / "classify_image_graph_def.pb"))
     return {"root": root, "data": data, "workdir": workdir, "graph": graph}
 
@@ -162,7 +144,7 @@ def test_gmm_prior_from_the_command_line(runs, setup):
     "name, expected",
     [
         ("missing_weights", "evaluate.py: --inception_weights=/missing.h5: no file at /missing.h5"),
-        ("bad_temperature", "evaluate.py: --temperature=inf: give a finite number > 0"),
+        ("bad_temperature", "evaluate.py: --temperature=inf: give a number in (0, 10.0]"),
         ("out_is_a_folder", "is a folder: give a file name such as eval.json"),
         ("bad_split", "evaluate.py: --split=dev: split 'dev' is not in the dataset"),
         ("missing_workdir", "config.json does not exist"),

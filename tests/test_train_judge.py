@@ -6,6 +6,8 @@ import shutil
 import subprocess
 import sys
 
+import cli_driver
+
 from facevae.model import judge
 from facevae.pipeline import schema
 
@@ -43,29 +45,43 @@ def test_trains_stores_and_prints_the_report(tiny_data_dir, tmp_path):
         report = json.load(f)
     assert len(report["attribute_names"]) == 40
     assert sorted(os.listdir(out)) == sorted([judge.MODEL_FILE, judge.REPORT_FILE])
-    assert not os.path.exists(os.path.join(tiny_data_dir, judge.JUDGE_SUBDIR))  # --out used
+    assert not os.path.exists(os.path.join(tiny_data_dir, schema.JUDGE_DIR))  # --out used
 
 
 def test_errors_are_one_line(tiny_data_dir, tmp_path):
     unlabelled = str(tmp_path / "unlabelled")
     shutil.copytree(tiny_data_dir, unlabelled)
-    manifest = schema.read_manifest(unlabelled)
+    manifest = dict(schema.Manifest.read(unlabelled).raw)
     manifest["attribute_names"] = []
     schema.write_manifest(unlabelled, manifest)
     a_file = tmp_path / "file"
     a_file.write_text("not a folder")
-    for args, expected in [
-        (["--data_dir", str(tmp_path / "nowhere")], "train_judge: no dataset directory at"),
-        (
-            ["--data_dir", unlabelled],
-            f"train_judge: {schema.manifest_path(unlabelled)} lists no attributes",
-        ),
-        (
-            ["--data_dir", tiny_data_dir, "--out", str(a_file / "judge")],
-            "train_judge: cannot write the judge beside",
-        ),
-    ]:
-        done = subprocess.run([*CLI, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 1
-        assert done.stderr.strip().splitlines()[-1].startswith(expected), done.stderr
-        assert "Traceback" not in done.stderr
+    lines = {
+        "nowhere": ["--data_dir", str(tmp_path / "nowhere")],
+        "unlabelled": ["--data_dir", unlabelled],
+        "out": ["--data_dir", tiny_data_dir, "--out", str(a_file / "judge")],
+        "seed": ["--data_dir", tiny_data_dir, "--seed=-1"],
+        "epochs": ["--data_dir", tiny_data_dir, f"--epochs={'9' * 10_000}"],
+    }
+    expected = {
+        "nowhere": "train_judge: no dataset directory at",
+        "unlabelled": f"train_judge: {schema.manifest_path(unlabelled)} lists no attributes",
+        "out": "train_judge: cannot write the judge beside",
+        "seed": "--seed must be in 0..4294967295",
+        "epochs": "--epochs",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", cli_driver.script("tools.train_judge"), json.dumps(lines)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    reports = json.loads(done.stdout.strip().splitlines()[-1])
+    for name, start in expected.items():
+        report = reports[name]
+        assert report["code"] == 1, (name, report)
+        message = " ".join(report["message"].split())
+        assert start in message and len(message) < 400, (name, message)
+        assert "Traceback" not in report["stderr"], name

@@ -43,7 +43,9 @@ flags.DEFINE_integer(
     lower_bound=1,
     upper_bound=synthetic.MAX_IMAGES,
 )
-flags.DEFINE_integer("seed", 0, "Random seed; the same seed gives byte-identical files.")
+flags.DEFINE_integer(
+    "seed", 0, "Random seed; the same seed gives byte-identical files.", 0, 2**32 - 1
+)
 flags.DEFINE_integer(
     "workers",
     None,

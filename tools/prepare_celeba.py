@@ -71,7 +71,7 @@ flags.DEFINE_list(
     [str(f) for f in sources.DEFAULT_SPLIT_FRACTIONS],
     "train,validation,test fractions, used only when there is no official partition.",
 )
-flags.DEFINE_integer("seed", 0, "Seed of the split by --split_fractions.")
+flags.DEFINE_integer("seed", 0, "Seed of the split by --split_fractions.", 0, 2**32 - 1)
 flags.DEFINE_integer(
     "limit", None, "Use only the first N images of the source (quick tries).", lower_bound=1
 )
