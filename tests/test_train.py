@@ -133,17 +133,34 @@ def test_final_model_loads_in_a_fresh_process(demo_run):
     assert images.dtype == tf.uint8 and images.shape == (3, 32, 32, 3)
 
 
+def checkpoint_variables(workdir) -> dict[str, np.ndarray]:
+    """Every variable of the run's last checkpoint but the save counter of its process."""
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(workdir, "ckpt")))
+    return {
+        name: reader.get_tensor(name)
+        for name in reader.get_variable_to_shape_map()
+        if not name.startswith(("_CHECKPOINTABLE_OBJECT_GRAPH", "save_counter"))
+    }
+
+
+def assert_same_variables(a: dict, b: dict) -> None:
+    assert sorted(a) == sorted(b)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
 def test_sigkill_mid_epoch_then_the_run_resumes_from_config_json(tiny_data_dir, tmp_path):
     workdir = tmp_path / "w"
     args = [
         f"--data_dir={tiny_data_dir}",
-        f"--workdir={workdir}",
         "--epochs=2",
-        "--steps_per_epoch=100",
-        "--checkpoint_every_steps=10",
+        "--steps_per_epoch=30",
+        "--checkpoint_every_steps=5",
+        "--flip",
     ]
-    proc = start_until(args, workdir, lambda step: 100 < step < 200)  # inside epoch 2
-    proc.kill()
+    never_stopped = start([*args, f"--workdir={tmp_path / 'once'}"])  # meanwhile
+    proc = start_until([*args, f"--workdir={workdir}"], workdir, lambda step: 30 < step < 60)
+    proc.kill()  # inside epoch 2
     proc.communicate()
     killed_at = latest_step(workdir)
     # Only --workdir: every other flag comes from its config.json.
@@ -156,12 +173,16 @@ def test_sigkill_mid_epoch_then_the_run_resumes_from_config_json(tiny_data_dir, 
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"resumed from {workdir}/ckpt/ckpt-{killed_at} (step {killed_at}" in done.stdout
-    assert "100 steps/epoch of 8" in done.stdout
-    assert latest_step(workdir) == optimizer_steps(workdir) == 200  # no step lost or repeated
+    assert "30 steps/epoch of 8" in done.stdout
+    assert latest_step(workdir) == optimizer_steps(workdir) == 60  # no step lost or repeated
     # Each epoch's outputs once: epoch 1's were written before the kill, not again.
     for folder, tag in (("validation", "loss"), ("train", "samples")):
-        assert logged_steps(str(workdir / "logs" / folder), tag) == {100, 200}
+        assert logged_steps(str(workdir / "logs" / folder), tag) == {30, 60}
     assert sorted(os.listdir(workdir / "samples")) == ["epoch_0001.png", "epoch_0002.png"]
+    # The same run as one that never stopped: every weight, slot and counter.
+    _, stderr = never_stopped.communicate(timeout=240)
+    assert never_stopped.returncode == 0, stderr[-3000:]
+    assert_same_variables(checkpoint_variables(workdir), checkpoint_variables(tmp_path / "once"))
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -280,6 +301,12 @@ def test_two_workers_train_one_run_and_resume_after_a_kill(tiny_data_dir, tmp_pa
         "--steps_per_epoch=40",
         "--checkpoint_every_steps=5",
     ]
+    # The reference: the same two workers, never stopped.
+    once = tmp_path / "once"
+    reference = start_workers([*args[:1], f"--workdir={once}", *args[2:]], once, scratch)
+    for worker in reference:
+        _, stderr = worker.communicate(timeout=300)
+        assert worker.returncode == 0, stderr[-3000:]
     # Both killed (a lost worker stops the others' collectives) after a mid-epoch checkpoint.
     first = start_workers(args, workdir, scratch, done=lambda step: 5 <= step < 40)
     for worker in first:
@@ -309,7 +336,9 @@ def test_two_workers_train_one_run_and_resume_after_a_kill(tiny_data_dir, tmp_pa
         for name in os.listdir(workdir / "logs" / split)
     }
     assert writers <= {str(first[0].pid), str(second[0].pid)}
-    # The killed worker's scratch folder stays in the temp folder; the finished one's is gone.
+    # The killed worker's scratch folder stays in the temp folder; the finished ones' are gone.
     assert len([n for n in os.listdir(scratch) if n.startswith("facevae-worker-")]) == 1
     assert logged_steps(str(workdir / "logs" / "train"), "samples") == {40, 80}
     assert np.isfinite(epoch_loss_in_tensorboard(workdir, 80))
+    # Each worker read its part of the data from where it stopped: the same weights.
+    assert_same_variables(checkpoint_variables(workdir), checkpoint_variables(once))
