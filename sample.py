@@ -5,9 +5,10 @@
     python sample.py --workdir runs/vae256 --mode attribute --attribute Smiling
 
 Every mode writes one PNG grid (default <workdir>/<mode>.png) and prints its path;
-stats and denoise also write a JSON file beside it. The same workdir, mode and --seed give
-identical files. Numbers (ELBO, FID, the judge's): evaluate.py. From Python: model/sampling.py,
-which this calls. Grid layouts, rows x columns:
+stats and denoise also write a JSON file beside it; explore serves a page instead (--host,
+--port; the `explore` extra), prints its URL and serves until Ctrl-C. The same workdir, mode
+and --seed give identical files. Numbers (ELBO, FID, the judge's): evaluate.py. From Python:
+model/sampling.py, which this calls (and model/explorer.py). Grid layouts, rows x columns:
 
 """
 
@@ -16,11 +17,12 @@ from facevae.model.console import quiet_tensorflow
 quiet_tensorflow()  # before TensorFlow is imported: hides its C++ start-up log lines
 
 import re
+import sys
 from typing import Any
 
 from absl import app, flags
 
-from facevae.model import codes, console, sampling
+from facevae.model import codes, console, explorer, sampling
 from facevae.model import prior as priors  # `prior` is also a setting's name
 from facevae.model import sample_config as sc
 from facevae.model import workdir as wd
@@ -68,7 +70,9 @@ STRENGTH, BOUNDARY = f"{sc.MAX_STRENGTH:g}", f"{sc.MAX_BOUNDARY:g}"
 
 # What and where.
 flags.DEFINE_string("workdir", None, "Run directory written by train.py (config + checkpoint).")
-flags.DEFINE_enum("mode", "random", sc.MODES, "What to make; grid layouts are listed above.")
+flags.DEFINE_enum(
+    "mode", "random", (*sc.MODES, explorer.MODE), "What to make; grid layouts are listed above."
+)
 flags.DEFINE_string(
     "out",
     None,
@@ -111,7 +115,7 @@ flags.DEFINE_list(
     ["-2", "-1", "0", "1", "2"],
     f"Multiples of the attribute vector, each in -{STRENGTH}..{STRENGTH} (<= {sc.MAX_VALUES}).",
 )
-define_int("num_dims", 8, f"traverse: latent dimensions shown, at most {MOST['num_dims']}.")
+define_int("num_dims", 8, f"traverse/explore: latent dimensions shown, at most {MOST['num_dims']}.")
 define_float("traverse_range", 3.0, "traverse: each dimension goes from -this to +this.")
 # Boundary and denoise.
 flags.DEFINE_list(
@@ -122,6 +126,10 @@ flags.DEFINE_list(
 flags.DEFINE_enum("corruption", "gaussian", sc.CORRUPTIONS, "denoise: noise or a square.")
 define_float("noise", 0.2, "denoise: Gaussian std, or the mask's side as image fraction.")
 
+# The explorer's page.
+flags.DEFINE_string("host", "127.0.0.1", "explore: address to serve on (0.0.0.0: every network).")
+flags.DEFINE_integer("port", 7860, "explore: port to serve the page on, 1..65535.")
+
 flags.mark_flag_as_required("workdir")
 FLAGS = flags.FLAGS
 
@@ -129,6 +137,9 @@ FLAGS = flags.FLAGS
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}: every setting is a --flag")
+    if FLAGS.mode == explorer.MODE:
+        explore()
+        return
     try:
         config = sampling.SampleConfig(
             workdir=FLAGS.workdir,
@@ -168,6 +179,28 @@ def main(argv: list[str]) -> None:
         console.fail(e, "sample.py: ")
     for path in paths:
         print(path)
+
+
+def explore() -> None:
+    try:
+        explorer.serve(
+            explorer.ExploreConfig(
+                workdir=FLAGS.workdir,
+                data_dir=FLAGS.data_dir,
+                split=FLAGS.split if FLAGS["split"].present else None,
+                seed=FLAGS.seed,
+                temperature=FLAGS.temperature,
+                num_dims=FLAGS.num_dims,
+                batch_size=FLAGS.batch_size,
+                host=FLAGS.host,
+                port=FLAGS.port,
+            )
+        )
+    except (explorer.ExplorerError, DatasetError, wd.WorkdirError, codes.CodesError) as e:
+        console.fail(e, "sample.py: ")
+    except KeyboardInterrupt:
+        print("sample.py: explorer stopped (Ctrl-C)", file=sys.stderr)
+        sys.exit(130)
 
 
 def run() -> None:

@@ -18,8 +18,8 @@ import sys
 
 from absl import app, flags
 
+from facevae.model import bench, console, trainer
 from facevae.model import config as cfg
-from facevae.model import console, trainer
 from facevae.model import workdir as wd
 from facevae.model.callbacks import Interrupted
 from facevae.model.networks import NORMS, ConfigError
@@ -150,7 +150,7 @@ def main(argv: list[str]) -> None:
             synthetic.make_demo_dataset(settings["data_dir"])
         config = cfg.TrainConfig.from_dict(settings)
         if settings["benchmark_steps"]:
-            print(json.dumps(trainer.benchmark(config, settings["benchmark_steps"])))
+            print(json.dumps(bench.train_steps(config, settings["benchmark_steps"])))
             return
         if not settings["workdir"]:
             sys.exit("--workdir is required: the run's checkpoints, logs and samples go there")

@@ -44,9 +44,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from facevae.model import networks
-from facevae.model.callbacks import StepTimer
-from facevae.model.config import JIT_COMPILE, TrainConfig
+from facevae.model import distribute, networks, trainer, training_data
+from facevae.model.callbacks import StepTimer, Throughput
+from facevae.model.config import JIT_COMPILE, TrainConfig, TrainError
 from facevae.model.console import quiet_tensorflow
 from facevae.model.networks import NetworkConfig, build_decoder, build_encoder
 from facevae.model.vae import VAE, Sampling
@@ -222,10 +222,8 @@ def bench_train_py(
     steps_per_execution: int,
     jit_compile: str,
 ) -> dict[str, Any]:
-    """train.py's own benchmark (`--benchmark_steps`): trainer.benchmark, the real pipeline
+    """train.py's own benchmark (`--benchmark_steps`): train_steps, the real pipeline
     and model under fit, as training runs them; its RSS is this process's."""
-    from facevae.model import trainer  # a fresh process each: imported where it runs
-
     config = TrainConfig(
         data_dir=data_dir,
         batch_size=batch_size,
@@ -236,7 +234,7 @@ def bench_train_py(
         jit_compile=jit_compile,
     )
     with contextlib.redirect_stdout(sys.stderr):  # its start line; stdout is for JSON
-        report = trainer.benchmark(config, steps)
+        report = train_steps(config, steps)
     return {
         "images_per_s": report["images_per_sec"],
         "ms_per_step": report["ms_per_step"],
@@ -345,3 +343,61 @@ def benchmark(variants: list[str], rounds: int, **settings: Any) -> list[dict[st
             report["train_py"] = run["train_py"]
         reports.append(report)
     return reports
+
+
+# --------------------------------------------------------------------------- train.py's benchmark
+
+
+WARMUP_EXECUTIONS = 5  # untimed executions before train_steps' timed ones
+
+
+def train_steps(config: TrainConfig, steps: int) -> dict[str, Any]:
+    """Training images/s, ms/step and input wait over `steps` steps after a warm-up.
+
+    The real pipeline and model under model.fit, as in training; nothing is written.
+    """
+    config.check()
+    if steps < 1:
+        raise TrainError(f"`benchmark_steps`={steps}: give 1 or more steps to time")
+    strategy = distribute.make_strategy(config.strategy, config.logical_cpus)
+    facts = training_data.read_data(config, strategy.num_replicas_in_sync)
+    spe = config.steps_per_execution
+    timed = math.ceil(steps / spe) * spe
+    with distribute.precision(config.mixed_precision):
+        model = trainer.build_model(config, config.model_config(facts.image_shape), strategy)
+        throughput = Throughput(config.batch_size)
+        train_data = training_data.train_dataset(config, facts, strategy, throughput, 0)
+        print(trainer.start_line(model, config, facts, strategy.num_replicas_in_sync), flush=True)
+        timer = StepTimer(WARMUP_EXECUTIONS * spe, timed, throughput)
+        with (
+            dataset.explain_corrupt_shards(facts.manifest),
+            trainer.explain_non_finite_input(throughput),
+            distribute.metrics_with_batch_axis(model, strategy),
+        ):
+            model.fit(
+                train_data,
+                epochs=1,
+                steps_per_epoch=WARMUP_EXECUTIONS * spe + timed,
+                verbose=0,
+                shuffle=False,
+                callbacks=[throughput, timer],
+            )
+    result = timer.result(config.batch_size)
+    gpus = tf.config.list_logical_devices("GPU")
+    return {
+        "benchmark": "train",
+        "images_per_sec": round(result["images_per_sec"], 1),
+        "ms_per_step": round(result["ms_per_step"], 2),
+        "input_wait_fraction": round(result["input_wait_fraction"], 4),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "device": gpus[0].name if gpus else "CPU",
+        "strategy": type(strategy).__name__,
+        "replicas": strategy.num_replicas_in_sync,
+        "batch_size": config.batch_size,
+        "steps": result["steps"],
+        "steps_per_execution": spe,
+        "image_shape": list(facts.image_shape),
+        "z_dim": config.z_dim,
+        "mixed_precision": config.mixed_precision,
+        "jit_compile": bool(model.jit_compile),
+    }

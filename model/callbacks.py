@@ -347,9 +347,8 @@ class Checkpointer(keras.callbacks.Callback):
         self.every_steps, self.throughput, self.advice = every_steps, throughput, advice
         self.on_first_save = on_first_save
         self.input_start = 0  # input_steps when this process started: its stream's start
-        floats = [
-            v for v in [*vae.weights, *vae.optimizer.variables] if keras.backend.is_float_dtype(v.dtype)
-        ]  # fmt: skip
+        variables = [*vae.weights, *vae.optimizer.variables]
+        floats = [v for v in variables if keras.backend.is_float_dtype(v.dtype)]
         self._all_finite = tf.function(
             lambda: tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in floats])
         )

@@ -50,9 +50,9 @@ import tensorflow as tf
 from facevae.model import analysis, codes, inception, judge
 from facevae.model import prior as priors  # `prior` is also a setting's name
 from facevae.model import workdir as wd
-from facevae.pipeline.bench import peak_rss_mb
 from facevae.model.grid import to_uint8
 from facevae.pipeline import dataset, files, schema
+from facevae.pipeline.bench import peak_rss_mb
 from facevae.pipeline.progress import Progress
 
 RESULTS_FILE = "eval.json"
@@ -159,6 +159,7 @@ def run(config: EvalConfig, explain: Callable[[Exception], str] = str) -> dict[s
     results = evaluate(model, config, manifest, explain)
     results["json"] = out
     files.write_json(out, results)
+    wd.note_output(config.workdir, out)  # an overwrite takes it for part of the run
     return results
 
 

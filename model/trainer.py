@@ -19,9 +19,18 @@ stream (whose order is a function of the seed alone, see pipeline.dataset.load) 
 same sampling noise (drawn from the seed and the step). What a kill right after an
 epoch's checkpoint left unwritten (its sample grid, its validation) is written first.
 
+TensorBoard's HParams dashboard gets the run's settings as a session in logs/ when it
+starts or resumes (one session per run, rewritten only when a setting changed), and its
+Projector the test images' latent means at the end (logs/plugins/): model/dashboards.py
+writes both, for the chief.
+
 With strategy="multi_worker" every worker (TF_CONFIG) calls this function; only the chief
 writes `workdir` (which all of them read: put it on shared storage), the others save into
 a scratch folder that is removed at the end, since saving is collective.
+
+One module, over 500 lines, because the fit driver's parts share one run's state (its model,
+its callbacks, where it resumes); its inputs are model/training_data.py, its settings
+model/config.py, its devices model/distribute.py.
 """
 
 from __future__ import annotations
@@ -29,19 +38,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import glob
-import math
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from facevae.model import distribute
+from facevae.model import dashboards, distribute
 from facevae.model import workdir as wd
 from facevae.model.callbacks import (
     Checkpointer,
@@ -52,21 +59,25 @@ from facevae.model.callbacks import (
     ProgressLogger,
     SampleGrids,
     ScalarLogger,
-    StepTimer,
     StopOnSignal,
     Throughput,
     format_logs,
     logged_steps,
 )
 from facevae.model.config import JIT_COMPILE, TrainConfig, TrainError
-from facevae.pipeline.bench import peak_rss_mb
+from facevae.model.training_data import (
+    DataFacts,
+    eval_dataset,
+    first_images,
+    read_data,
+    train_dataset,
+)
 from facevae.model.vae import NON_FINITE_INPUT, VAE, ModelConfig
-from facevae.pipeline import dataset, schema
+from facevae.pipeline import dataset
 from facevae.pipeline.progress import duration
 
 NUM_FIXED_SAMPLES = 64  # latent vectors decoded into every epoch's sample grid
 NUM_FIXED_RECONSTRUCTIONS = 16
-WARMUP_EXECUTIONS = 5  # untimed executions before a benchmark
 # Settings that shape the input order: a resumed run that changes one reads another stream.
 ORDER_SETTINGS = ("seed", "batch_size", "shuffle_buffer", "flip")
 
@@ -80,128 +91,6 @@ class TrainResult:
     logs: dict[str, float]
     model_path: str | None
     sample_grid: str | None  # the newest samples/epoch_XXXX.png
-
-
-@dataclasses.dataclass(frozen=True)
-class DataFacts:
-    """What the trainer needs to know of the dataset, checked before anything is written."""
-
-    manifest: schema.Manifest
-    num_train: int
-    steps_per_epoch: int
-    eval_split: str | None
-    eval_steps: int  # batches per evaluation; 0: the split is too small, no evaluation
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return self.manifest.image_shape
-
-
-# --------------------------------------------------------------------------- data
-
-
-def read_data(config: TrainConfig, replicas: int) -> DataFacts:
-    """The dataset's facts the run needs; TrainError if it cannot train as configured."""
-    batch_size = config.batch_size
-    if batch_size % replicas:
-        raise TrainError(
-            f"`batch_size`={batch_size} does not split over {replicas} replicas: "
-            f"use a multiple of {replicas}"
-        )
-    try:
-        manifest = schema.Manifest.read(config.data_dir)
-        num_train = manifest.num_examples("train")
-    except schema.DatasetError as e:
-        e.args = (f"`data_dir`={config.data_dir}: {e}",)
-        raise
-    if num_train < batch_size:
-        raise TrainError(
-            f"`batch_size`={batch_size} is more than the {num_train} training images: "
-            "lower `batch_size`"
-        )
-    spe = config.steps_per_execution
-    steps = config.steps_per_epoch or num_train // batch_size
-    steps = max(steps // spe, 1) * spe  # whole executions: fit runs steps_per_execution at once
-    eval_split = "validation" if manifest.has_split("validation") else None
-    num_eval = manifest.num_examples(eval_split) if eval_split else 0
-    # Replicas cannot share a last partial batch, and workers must run as many steps. The
-    # count also tells keras where the split ends (its cardinality is unknown to it).
-    eval_steps = num_eval // batch_size if replicas > 1 else math.ceil(num_eval / batch_size)
-    return DataFacts(manifest, num_train, steps, eval_split, eval_steps)
-
-
-def first_images(manifest: schema.Manifest, split: str, n: int) -> np.ndarray:
-    """The first n images of a split, float32 (n, H, W, C): the fixed reconstruction set.
-
-    Also the check that the images have the size dataset.json gives, and of the first
-    training image, so such a dataset stops before anything is written.
-    """
-    try:
-        with dataset.explain_corrupt_shards(manifest):
-            for _ in dataset.examples(manifest, "train").take(1):
-                pass
-            images = [e["image"].numpy() for e in dataset.examples(manifest, split).take(n)]
-    except tf.errors.InvalidArgumentError as e:
-        height, width, channels = manifest.image_shape
-        raise schema.DatasetError(
-            f"`data_dir`={manifest.data_dir}: its images are not the {height}x{width}x"
-            f"{channels} its dataset.json says ({e.message.splitlines()[0][:120]}): prepare "
-            "it again",
-            manifest.data_dir,
-        ) from None
-    return np.stack(images).astype(np.float32) / 255.0
-
-
-def train_dataset(
-    config: TrainConfig,
-    facts: DataFacts,
-    strategy: tf.distribute.Strategy,
-    throughput: Throughput,
-    start_step: int,
-) -> tf.data.Dataset | tf.distribute.DistributedDataset:
-    """Each input pipeline reads its own part of the train split from the batch that
-    training step `start_step` reads, its input wait timed."""
-
-    def make(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        per_step = max(context.num_replicas_in_sync // context.num_input_pipelines, 1)
-        return throughput.wrap(
-            dataset.load(
-                facts.manifest,
-                "train",
-                config.batch_size,
-                training=True,
-                cache=config.cache,
-                shuffle_buffer=config.shuffle_buffer,
-                seed=config.seed,
-                flip=config.flip,
-                input_context=context,
-                start_batch=start_step * per_step,
-            )
-        )
-
-    return strategy.distribute_datasets_from_function(make)
-
-
-def eval_dataset(
-    config: TrainConfig, facts: DataFacts, strategy: tf.distribute.Strategy
-) -> tf.data.Dataset | tf.distribute.DistributedDataset | None:
-    if not facts.eval_split or facts.eval_steps == 0:
-        return None
-    several = strategy.num_replicas_in_sync > 1
-
-    def make(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        return dataset.load(
-            facts.manifest,
-            facts.eval_split,
-            config.batch_size,
-            training=False,
-            cache=config.cache,
-            input_context=context,
-            drop_remainder=several,
-            repeat=several,
-        )
-
-    return strategy.distribute_datasets_from_function(make)
 
 
 # --------------------------------------------------------------------------- model
@@ -225,7 +114,7 @@ def build_model(
 
 
 @contextlib.contextmanager
-def _explain_non_finite_input(throughput: Throughput) -> Iterator[None]:
+def explain_non_finite_input(throughput: Throughput) -> Iterator[None]:
     """NaN or Inf pixels (the VAE's assertion) -> one TrainError naming the step and the fix."""
     try:
         yield
@@ -255,7 +144,7 @@ def _explain_full_disk(workdir: str, checkpointer_latest) -> Iterator[None]:
         ) from None
 
 
-def _start_line(model: VAE, config: TrainConfig, facts: DataFacts, replicas: int) -> str:
+def start_line(model: VAE, config: TrainConfig, facts: DataFacts, replicas: int) -> str:
     line = (
         f"{model.name}: {model.count_params():,} parameters, {replicas} replica(s), "
         f"{facts.num_train:,} train images, {facts.steps_per_epoch} steps/epoch of "
@@ -392,11 +281,14 @@ class _Run:
         self.extra_callbacks: list[keras.callbacks.Callback] = []
 
     def _open_outputs(self) -> None:
-        """TensorBoard writers and the sample grids: opened once the run is restored, so a
-        failed restore leaves no writer open (a notebook's next call starts clean)."""
+        """The HParams session, TensorBoard writers and the sample grids: opened once the run
+        is restored, so a failed restore leaves no writer open (a notebook's next call
+        starts clean)."""
         if not self.chief:
             return
         config = self.config
+        hparams = dashboards.hparams_values(config, self.model.config, self.facts.manifest)
+        dashboards.write_hparams(os.path.join(self.workdir, wd.LOGS_DIR), hparams)  # first
         rng = np.random.default_rng(config.seed)
         # (64, z_dim): the same vectors every epoch and every resume, so grids compare.
         fixed_z = rng.standard_normal((NUM_FIXED_SAMPLES, config.z_dim), dtype=np.float32)
@@ -469,7 +361,7 @@ class _Run:
     ) -> TrainResult:
         config, facts, model, throughput = self.config, self.facts, self.model, self.throughput
         replicas = self.strategy.num_replicas_in_sync
-        print(_start_line(model, config, facts, replicas), flush=True)
+        print(start_line(model, config, facts, replicas), flush=True)
         if facts.eval_split and facts.eval_steps == 0:
             print(
                 f"{facts.eval_split} skipped: fewer images than `batch_size` "
@@ -514,6 +406,8 @@ class _Run:
             "the same command to write it"
         )
         wd.save_final(model, self.local)
+        if self.chief:
+            dashboards.projector_after_training(model, facts.manifest, self.workdir)
         return self._result(history, start)
 
     def _fit(
@@ -563,7 +457,7 @@ class _Run:
         try:
             with (
                 dataset.explain_corrupt_shards(facts.manifest),
-                _explain_non_finite_input(throughput),
+                explain_non_finite_input(throughput),
                 _explain_full_disk(self.workdir, lambda: checkpointer.latest),
                 distribute.explain_lost_worker(self.strategy, ckpt_dir),
                 distribute.metrics_with_batch_axis(model, self.strategy),
@@ -660,58 +554,3 @@ def _steps_per_execution(model: VAE, steps: int | None) -> Iterator[None]:
 
 def _step(model: VAE) -> int:
     return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
-
-
-# --------------------------------------------------------------------------- benchmark
-
-
-def benchmark(config: TrainConfig, steps: int) -> dict[str, Any]:
-    """Training images/s, ms/step and input wait over `steps` steps after a warm-up.
-
-    The real pipeline and model under model.fit, as in training; nothing is written.
-    """
-    config.check()
-    if steps < 1:
-        raise TrainError(f"`benchmark_steps`={steps}: give 1 or more steps to time")
-    strategy = distribute.make_strategy(config.strategy, config.logical_cpus)
-    facts = read_data(config, strategy.num_replicas_in_sync)
-    spe = config.steps_per_execution
-    timed = math.ceil(steps / spe) * spe
-    with distribute.precision(config.mixed_precision):
-        model = build_model(config, config.model_config(facts.image_shape), strategy)
-        throughput = Throughput(config.batch_size)
-        train_data = train_dataset(config, facts, strategy, throughput, 0)
-        print(_start_line(model, config, facts, strategy.num_replicas_in_sync), flush=True)
-        timer = StepTimer(WARMUP_EXECUTIONS * spe, timed, throughput)
-        with (
-            dataset.explain_corrupt_shards(facts.manifest),
-            _explain_non_finite_input(throughput),
-            distribute.metrics_with_batch_axis(model, strategy),
-        ):
-            model.fit(
-                train_data,
-                epochs=1,
-                steps_per_epoch=WARMUP_EXECUTIONS * spe + timed,
-                verbose=0,
-                shuffle=False,
-                callbacks=[throughput, timer],
-            )
-    result = timer.result(config.batch_size)
-    gpus = tf.config.list_logical_devices("GPU")
-    return {
-        "benchmark": "train",
-        "images_per_sec": round(result["images_per_sec"], 1),
-        "ms_per_step": round(result["ms_per_step"], 2),
-        "input_wait_fraction": round(result["input_wait_fraction"], 4),
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-        "device": gpus[0].name if gpus else "CPU",
-        "strategy": type(strategy).__name__,
-        "replicas": strategy.num_replicas_in_sync,
-        "batch_size": config.batch_size,
-        "steps": result["steps"],
-        "steps_per_execution": spe,
-        "image_shape": list(facts.image_shape),
-        "z_dim": config.z_dim,
-        "mixed_precision": config.mixed_precision,
-        "jit_compile": bool(model.jit_compile),
-    }

@@ -115,3 +115,43 @@ def measure(
         "warmup_s": round(warmup, 3),
         "peak_rss_mb": round(peak_rss_mb()),
     }
+
+
+def resume_latency(
+    manifest: schema.Manifest,
+    split: str,
+    cache: str,
+    batch_size: int,
+    fraction: float,
+    shuffle_buffer: int,
+) -> dict[str, Any]:
+    """Seconds from building the training stream to its first batch, started at the
+    beginning and at `fraction` of the first pass (a resumed run's start_batch): what a
+    resume costs in input, since the records it skips are read but not decoded."""
+    total = manifest.num_examples(split)
+    start_batch = int(fraction * total) // batch_size
+    seconds = {}
+    with tempfile.TemporaryDirectory(prefix="bench-cache-") as folder:
+        mode = f"disk:{folder}" if cache == "disk" else cache
+        # The first build pays one-time tracing: it is run once untimed.
+        for label, start in (("warm-up", 0), ("fresh", 0), ("resumed", start_batch)):
+            begin = time.perf_counter()
+            ds = dataset.load(
+                manifest, split, batch_size, training=True, cache=mode, seed=0,
+                shuffle_buffer=shuffle_buffer, start_batch=start,
+            )  # fmt: skip
+            with dataset.explain_corrupt_shards(manifest):
+                next(iter(ds))
+            seconds[label] = time.perf_counter() - begin
+    return {
+        "benchmark": "resume",
+        "mode": f"{manifest.image_format}-{cache}",
+        "data_dir": manifest.data_dir,
+        "num_examples": total,
+        "batch_size": batch_size,
+        "resume_fraction": fraction,
+        "start_batch": start_batch,
+        "fresh_first_batch_s": round(seconds["fresh"], 3),
+        "resumed_first_batch_s": round(seconds["resumed"], 3),
+        "peak_rss_mb": round(peak_rss_mb()),
+    }

@@ -7,6 +7,8 @@ Each run is one --data_dir with one mode, in a fresh subprocess, so its peak RSS
 its own: one warm-up epoch (which also fills a cache), then --epochs timed epochs of
 training-mode batches (shuffled, flipped, float32). Give several --data_dir to compare
 image formats, or folders of one format with different sizes to compare peak RSS.
+With --resume_at F, each run instead times the first batch of a fresh training stream and
+of one resumed at fraction F of a pass (the records skipped are read, not decoded).
 """
 
 from facevae.model.console import quiet_tensorflow
@@ -35,6 +37,13 @@ flags.DEFINE_integer(
     "shuffle_buffer", 10_000, "Shuffle buffer, as in training.", lower_bound=1, upper_bound=1 << 24
 )
 flags.DEFINE_bool("in_process", False, "Run the single given run in this process.")
+flags.DEFINE_float(
+    "resume_at",
+    0.0,
+    "Instead: seconds to the first batch, fresh and resumed at this fraction of a pass (0-1).",
+    lower_bound=0.0,
+    upper_bound=1.0,
+)
 FLAGS = flags.FLAGS
 
 
@@ -50,9 +59,16 @@ def main(argv: list[str]) -> None:
                 raise app.UsageError("--in_process runs exactly one mode: give one --modes value")
             _, data_dir, cache = runs[0]
             manifest = schema.Manifest.read(data_dir)
-            result = bench.measure(
-                manifest, FLAGS.split, cache, FLAGS.batch_size, FLAGS.epochs, FLAGS.shuffle_buffer
-            )
+            if FLAGS.resume_at:
+                result = bench.resume_latency(
+                    manifest, FLAGS.split, cache, FLAGS.batch_size, FLAGS.resume_at,
+                    FLAGS.shuffle_buffer,
+                )  # fmt: skip
+            else:
+                result = bench.measure(
+                    manifest, FLAGS.split, cache, FLAGS.batch_size, FLAGS.epochs,
+                    FLAGS.shuffle_buffer,
+                )  # fmt: skip
             print(json.dumps(result), flush=True)
             return
     except (bench.BenchError, schema.DatasetError) as e:
@@ -62,7 +78,7 @@ def main(argv: list[str]) -> None:
         command = [sys.executable, "-m", "tools.bench_pipeline", "--in_process"]
         command += [f"--data_dir={data_dir}", f"--modes={mode}", f"--split={FLAGS.split}"]
         command += [f"--batch_size={FLAGS.batch_size}", f"--epochs={FLAGS.epochs}"]
-        command += [f"--shuffle_buffer={FLAGS.shuffle_buffer}"]
+        command += [f"--shuffle_buffer={FLAGS.shuffle_buffer}", f"--resume_at={FLAGS.resume_at}"]
         code = subprocess.run(command).returncode
         if code:
             sys.exit(f"mode {mode} on {data_dir} failed (exit code {code})")
