@@ -239,8 +239,7 @@ def test_training_reshuffles_every_epoch_reproducibly(datasets: dict[str, str], 
 
 
 @pytest.mark.parametrize("cache", ["none", "memory", "disk"])
-@pytest.mark.parametrize("flip", [False, True])
-@pytest.mark.parametrize("seed", [0, 7])
+@pytest.mark.parametrize(("seed", "flip"), [(0, True), (7, False)])  # seed 0: no default
 def test_a_stream_stopped_three_times_and_restarted_reads_the_uninterrupted_one(
     datasets: dict[str, str], cache: str, flip: bool, seed: int, tmp_path
 ) -> None:

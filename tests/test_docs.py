@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import re
 import subprocess
@@ -71,24 +72,58 @@ def same_default(documented: str, real: str | None) -> bool:
         return False
 
 
+# absl's --helpxml of many command lines in one process: each module's flags are dropped
+# before the next is imported, since several define flags of the same name.
+_HELPXML = """
+import importlib, io, json, sys
+from absl import flags
+out = {}
+for command in json.loads(sys.argv[1]):
+    module = importlib.import_module(command)
+    sys.argv[0] = command
+    for flag in flags.FLAGS.get_key_flags_for_module(module):
+        flags.FLAGS.register_key_flag_for_module(command, flag)
+    text = io.StringIO()
+    flags.FLAGS.write_help_in_xml_format(text)
+    out[command] = text.getvalue()
+    for flag in flags.FLAGS.get_flags_for_module(module):
+        delattr(flags.FLAGS, flag.name)
+print(json.dumps(out))
+"""
+
+
+def module_of(command: str) -> str:
+    """train.py -> facevae.train; tools.x stays."""
+    return f"facevae.{command[:-3]}" if command.endswith(".py") else command
+
+
 @functools.cache
-def real_defaults(command: str) -> dict[str, str | None]:
-    """The command's own flags (absl's key flags) and their defaults, from --helpxml."""
-    program = [command] if command.endswith(".py") else ["-m", command]
+def all_real_defaults(commands: tuple[str, ...]) -> dict[str, dict[str, str | None]]:
+    """Each command's own flags (absl's key flags) and their defaults, from --helpxml."""
+    modules = [module_of(c) for c in commands]
     done = subprocess.run(
-        [sys.executable, *program, "--helpxml"],
+        [sys.executable, "-c", _HELPXML, json.dumps(modules)],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
-    assert "<AllFlags>" in done.stdout, done.stderr[-2000:]  # absl exits 1 after --helpxml
-    tree = ET.fromstring(done.stdout)
-    return {
-        flag.findtext("name"): flag.findtext("default") or None
-        for flag in tree.iter("flag")
-        if flag.findtext("key") == "yes"
-    }
+    assert done.returncode == 0, done.stderr[-2000:]
+    xml = json.loads(done.stdout.strip().splitlines()[-1])
+    defaults = {}
+    for command, module in zip(commands, modules, strict=True):
+        tree = ET.fromstring(xml[module])
+        defaults[command] = {
+            flag.findtext("name"): flag.findtext("default") or None
+            for flag in tree.iter("flag")
+            if flag.findtext("key") == "yes"
+        }
+    return defaults
+
+
+def real_defaults(command: str) -> dict[str, str | None]:
+    commands = tuple(sorted({row.command for row in readme_rows()} | {command}))
+    return all_real_defaults(commands)[command]
 
 
 def readme_rows() -> list[Row]:

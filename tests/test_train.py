@@ -14,14 +14,24 @@ import subprocess
 import sys
 import time
 
+import cli_driver
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from facevae.model.callbacks import logged_steps
+from facevae.model.config import TrainConfig
+from facevae.model.trainer import train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--batch_size=8", "--z_dim=8", "--filters=8,16", "--shuffle_buffer=64", "--cache=none"]
+TINY_CONFIG = {
+    "batch_size": 8,
+    "z_dim": 8,
+    "filters": (8, 16),
+    "shuffle_buffer": 64,
+    "cache": "none",
+}
 ESCAPES = re.compile(r"\x1b|\r|\x08")  # ANSI escape codes, carriage returns, backspaces
 
 
@@ -206,38 +216,64 @@ def test_signal_saves_a_checkpoint_and_says_how_to_resume(signum, code, tiny_dat
     assert latest_step(workdir) == step and line.count(f"ckpt-{step}") == 1
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [(["--filters=8,x"], "--filters=8,x: give comma-separated integers")],
-)
-def test_invalid_flags_stop_in_one_line_before_work(args, message, tiny_data_dir, tmp_path):
-    done = train(f"--data_dir={tiny_data_dir}", f"--workdir={tmp_path / 'w'}", *args)
-    assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1] == done.stderr.strip() and message in done.stderr
-    assert not (tmp_path / "w").exists()
-
-
-def test_demo_never_writes_synthetic_faces_into_a_given_data_dir(tmp_path):
-    mine = tmp_path / "celeba96"  # e.g. a typo, or a dataset not prepared yet
+@pytest.fixture(scope="module")
+def in_one_process(tiny_data_dir, tmp_path_factory) -> dict:
+    """Several train.py command lines run by train.main in one process (cli_driver): one
+    TensorFlow start-up instead of one each. The damaged run is trained first, in-process."""
+    root = tmp_path_factory.mktemp("cli")
+    mine = root / "celeba96"  # e.g. a typo, or a dataset not prepared yet
     mine.mkdir()
-    done = train("--demo", f"--data_dir={mine}", f"--workdir={tmp_path / 'w'}")
-    assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert f"--data_dir={mine}" in done.stderr.strip().splitlines()[-1]
-    assert os.listdir(mine) == [] and not (tmp_path / "w").exists()
+    damaged = root / "damaged"
+    config = TrainConfig(data_dir=tiny_data_dir, epochs=1, steps_per_epoch=2, **TINY_CONFIG)
+    train_and_evaluate(config, str(damaged))
+    text = (damaged / "config.json").read_text()
+    (damaged / "config.json").write_text(text[:40])  # truncated, as by a full disk
+    data = f"--data_dir={tiny_data_dir}"
+    lines = {
+        "filters": [*TINY, data, f"--workdir={root / 'w'}", "--filters=8,x"],
+        "demo_into_mine": [*TINY, "--demo", f"--data_dir={mine}", f"--workdir={root / 'w'}"],
+        "benchmark": [*TINY, data, "--benchmark_steps=2", "--steps_per_execution=2"],
+        "damaged": [*TINY, data, f"--workdir={damaged}", "--epochs=1", "--steps_per_epoch=2"],
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", cli_driver.script_many()],
+        input=json.dumps({"facevae.train": {"lines": lines}}),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    reports = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"reports": reports, "root": root, "mine": mine, "damaged": damaged}
 
 
-def test_a_damaged_config_is_named_and_overwrite_starts_afresh(tiny_data_dir, tmp_path):
-    workdir = tmp_path / "w"
+def test_invalid_flags_stop_in_one_line_before_work(in_one_process):
+    report = in_one_process["reports"]["facevae.train filters"]
+    assert report["code"] == 1
+    assert "\n" not in report["message"].strip()
+    assert "--filters=8,x: give comma-separated integers" in report["message"]
+    assert not (in_one_process["root"] / "w").exists()
+
+
+def test_demo_never_writes_synthetic_faces_into_a_given_data_dir(in_one_process):
+    report = in_one_process["reports"]["facevae.train demo_into_mine"]
+    mine = in_one_process["mine"]
+    assert report["code"] == 1 and "Traceback" not in report["stderr"]
+    assert f"--data_dir={mine}" in report["message"].strip().splitlines()[-1]
+    assert os.listdir(mine) == [] and not (in_one_process["root"] / "w").exists()
+
+
+def test_a_damaged_config_is_named_and_overwrite_starts_afresh(in_one_process, tiny_data_dir):
+    report = in_one_process["reports"]["facevae.train damaged"]
+    lines = report["message"].strip().splitlines()
+    assert report["code"] == 1 and len(lines) == 1 and "config.json is damaged" in lines[0]
+    workdir = in_one_process["damaged"]
     args = [f"--data_dir={tiny_data_dir}", f"--workdir={workdir}", "--epochs=1"]
-    assert train(*args, "--steps_per_epoch=2").returncode == 0
-    config = workdir / "config.json"
-    config.write_text(config.read_text()[:40])  # truncated, as by a full disk
-    again = train(*args, "--steps_per_epoch=2")
-    lines = again.stderr.strip().splitlines()
-    assert again.returncode == 1 and len(lines) == 1 and "config.json is damaged" in lines[0]
     fresh = train(*args, "--steps_per_epoch=3", "--overwrite")
     assert fresh.returncode == 0, fresh.stderr
-    assert latest_step(workdir) == 3 and json.loads(config.read_text())["flags"]["epochs"] == 1
+    config = json.loads((workdir / "config.json").read_text())
+    assert latest_step(workdir) == 3 and config["flags"]["epochs"] == 1
 
 
 def test_mirrored_over_two_logical_cpus(tiny_data_dir, tmp_path):
@@ -256,10 +292,10 @@ def test_mirrored_over_two_logical_cpus(tiny_data_dir, tmp_path):
     assert optimizer_steps(tmp_path / "w") == 2
 
 
-def test_benchmark_prints_one_json_line(tiny_data_dir):
-    done = train(f"--data_dir={tiny_data_dir}", "--benchmark_steps=2", "--steps_per_execution=2")
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+def test_benchmark_prints_one_json_line(in_one_process):
+    report = in_one_process["reports"]["facevae.train benchmark"]
+    assert report["code"] == 0, report["message"] + report["stderr"]
+    result = json.loads(report["stdout"].strip().splitlines()[-1])
     assert result["benchmark"] == "train" and result["images_per_sec"] > 0
     assert result["steps"] == 2 and result["steps_per_execution"] == 2
     assert 0 <= result["input_wait_fraction"] <= 1 and result["peak_rss_mb"] > 0
@@ -298,27 +334,27 @@ def test_two_workers_train_one_run_and_resume_after_a_kill(tiny_data_dir, tmp_pa
         f"--workdir={workdir}",
         "--strategy=multi_worker",
         "--epochs=2",
-        "--steps_per_epoch=40",
-        "--checkpoint_every_steps=5",
+        "--steps_per_epoch=12",
+        "--checkpoint_every_steps=3",
     ]
-    # The reference: the same two workers, never stopped.
+    # The reference, meanwhile: the same two workers, never stopped.
     once = tmp_path / "once"
     reference = start_workers([*args[:1], f"--workdir={once}", *args[2:]], once, scratch)
-    for worker in reference:
-        _, stderr = worker.communicate(timeout=300)
-        assert worker.returncode == 0, stderr[-3000:]
     # Both killed (a lost worker stops the others' collectives) after a mid-epoch checkpoint.
-    first = start_workers(args, workdir, scratch, done=lambda step: 5 <= step < 40)
+    first = start_workers(args, workdir, scratch, done=lambda step: 3 <= step < 12)
     for worker in first:
         worker.kill()
         worker.communicate()
     killed_at = latest_step(workdir)
+    for worker in reference:
+        _, stderr = worker.communicate(timeout=300)
+        assert worker.returncode == 0, stderr[-3000:]
     second = start_workers(args, workdir, scratch)
     for worker in second:
         stdout, stderr = worker.communicate(timeout=300)
         assert worker.returncode == 0, stderr[-3000:]
         assert "2 replica(s)" in stdout and f"(step {killed_at}" in stdout  # both resumed
-    assert latest_step(workdir) == optimizer_steps(workdir) == 80
+    assert latest_step(workdir) == optimizer_steps(workdir) == 24
     # Only the chief (worker 0) wrote the workdir.
     assert sorted(os.listdir(workdir)) == [
         ".lock",
@@ -338,7 +374,7 @@ def test_two_workers_train_one_run_and_resume_after_a_kill(tiny_data_dir, tmp_pa
     assert writers <= {str(first[0].pid), str(second[0].pid)}
     # The killed worker's scratch folder stays in the temp folder; the finished ones' are gone.
     assert len([n for n in os.listdir(scratch) if n.startswith("facevae-worker-")]) == 1
-    assert logged_steps(str(workdir / "logs" / "train"), "samples") == {40, 80}
-    assert np.isfinite(epoch_loss_in_tensorboard(workdir, 80))
+    assert logged_steps(str(workdir / "logs" / "train"), "samples") == {12, 24}
+    assert np.isfinite(epoch_loss_in_tensorboard(workdir, 24))
     # Each worker read its part of the data from where it stopped: the same weights.
     assert_same_variables(checkpoint_variables(workdir), checkpoint_variables(once))

@@ -342,17 +342,19 @@ def stopped_and_resumed(config: TrainConfig, workdir: str, stops: list[int], cap
 
 
 @pytest.mark.parametrize(
-    "changes",
+    ("changes", "stops"),
     [
-        {"cache": "memory"},
-        {"cache": "none", "flip": True},
-        {"cache": "disk", "steps_per_execution": 2},
+        ({"cache": "memory"}, [1, 5, 9]),
+        ({"cache": "none", "flip": True}, [7]),
+        ({"cache": "disk", "steps_per_execution": 2}, [4]),
     ],
     ids=["memory", "none-flip", "disk-spe2"],
 )
-def test_a_run_stopped_three_times_ends_with_the_weights_of_one_that_never_stopped(
-    changes, tiny_data_dir, tmp_path, capsys
+def test_a_stopped_run_ends_with_the_weights_of_one_that_never_stopped(
+    changes, stops, tiny_data_dir, tmp_path, capsys
 ):
+    """Three stops at steps in both epochs, mid-pass (memory cache); one stop with flips and
+    no cache, and with a disk cache and two steps per execution."""
     if changes.get("cache") == "disk":
         changes = {**changes, "cache": f"disk:{tmp_path / 'cache'}"}
     # 38 training images, batches of 8: a pass is 4.75 batches, so epochs of 6 steps
@@ -360,12 +362,13 @@ def test_a_run_stopped_three_times_ends_with_the_weights_of_one_that_never_stopp
     config = tiny(tiny_data_dir, epochs=2, steps_per_epoch=6, **changes)
     runs = {name: str(tmp_path / name) for name in ("once", "again", "stopped")}
     train_and_evaluate(config, runs["once"])
-    train_and_evaluate(config, runs["again"])
-    stops = [2, 4, 8] if config.steps_per_execution == 2 else [1, 5, 9]
     stopped_and_resumed(config, runs["stopped"], stops, capsys)
-    once, again, stopped = (final_variables(runs[n]) for n in ("once", "again", "stopped"))
-    noise = largest_difference(once, again)  # the kernels' own run-to-run difference
-    assert largest_difference(once, stopped) <= noise, (noise, largest_difference(once, stopped))
+    once, stopped = final_variables(runs["once"]), final_variables(runs["stopped"])
+    difference = largest_difference(once, stopped)
+    if difference > 0:  # allowed only within the kernels' own run-to-run difference
+        train_and_evaluate(config, runs["again"])
+        noise = largest_difference(once, final_variables(runs["again"]))
+        assert difference <= noise, (difference, noise)
     assert int(stopped["optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"]) == 12
 
 
