@@ -6,6 +6,13 @@ console.parse_flags, as console.run_app does) and prints one JSON line
 {name: {"code", "message", "stdout", "stderr"}}.
 """
 
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 _TEMPLATE = """
 import contextlib, io, json, sys
 import {module}
@@ -81,3 +88,17 @@ def script_many() -> str:
     With "fuzz", every numeric or list flag of the module also gets each value, after the
     base flags. An exception a command line would show as a traceback is code 99."""
     return _MANY.format()
+
+
+def run_many(cases: dict, timeout: float = 600) -> dict:
+    """script_many's reports of `cases`, run from the repository root in one fresh process."""
+    done = subprocess.run(
+        [sys.executable, "-c", script_many()],
+        input=json.dumps(cases),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -120,16 +120,8 @@ def error_reports(tmp_path_factory) -> dict:
         "filters": ["--filters=8,x"],
         "missing": [f"--data_dir={nowhere}", "--variants=seed"],
     }
-    done = subprocess.run(
-        [sys.executable, "-c", cli_driver.script_many()],
-        input=json.dumps({"tools.bench_train": {"lines": lines}}),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return {"reports": json.loads(done.stdout.strip().splitlines()[-1]), "nowhere": nowhere}
+    reports = cli_driver.run_many({"tools.bench_train": {"lines": lines}}, timeout=300)
+    return {"reports": reports, "nowhere": nowhere}
 
 
 @pytest.mark.parametrize(

@@ -235,16 +235,7 @@ def in_one_process(tiny_data_dir, tmp_path_factory) -> dict:
         "benchmark": [*TINY, data, "--benchmark_steps=2", "--steps_per_execution=2"],
         "damaged": [*TINY, data, f"--workdir={damaged}", "--epochs=1", "--steps_per_epoch=2"],
     }
-    done = subprocess.run(
-        [sys.executable, "-c", cli_driver.script_many()],
-        input=json.dumps({"facevae.train": {"lines": lines}}),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    reports = json.loads(done.stdout.strip().splitlines()[-1])
+    reports = cli_driver.run_many({"facevae.train": {"lines": lines}}, timeout=600)
     return {"reports": reports, "root": root, "mine": mine, "damaged": damaged}
 
 
